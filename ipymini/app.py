@@ -1,0 +1,75 @@
+"""Command-line entry: `python -m ipymini -f CONNECTION_FILE [--Class.trait=value ...]`.
+
+IPython's own application classes do the configuration work, exactly as for ipykernel: the profile's
+`ipython_kernel_config.py`, `--Class.trait=value` options (nbclient passes
+`--HistoryManager.hist_file=:memory:`), startup files, `exec_lines` and extensions. The application is
+a thin IPython subclass because that is how IPython's config system is used; the kernel itself is a
+plain class (kernel.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from IPython.core.application import BaseIPythonApplication, base_aliases, base_flags
+from IPython.core.profiledir import ProfileDir
+from IPython.core.shellapp import InteractiveShellApp, shell_aliases, shell_flags
+from traitlets import Unicode
+
+from .shell import KernelShell
+
+aliases = {**base_aliases, **shell_aliases, "f": "KernelApp.connection_file"}
+flags = {**base_flags, **shell_flags}
+
+
+class KernelApp(BaseIPythonApplication, InteractiveShellApp):
+    """IPython's configuration for a kernel (config file name: ipython_kernel_config.py)."""
+
+    name = "ipython-kernel"
+    description = "ipymini: a Jupyter kernel for Python built on IPython"
+    aliases = aliases
+    flags = flags
+    classes = [KernelShell, ProfileDir]
+    connection_file = Unicode("", help="JSON connection file written by the kernel's launcher").tag(
+        config=True)
+
+    def init_crash_handler(self):
+        pass  # a kernel reports errors as messages, not with IPython's crash report
+
+    def init_shell(self):
+        pass  # the bridge creates the shell once the kernel can publish
+
+
+def setup_logging() -> None:
+    """Kernel logs go to the process's real stderr (the server's log), never into a cell's output."""
+    handler = logging.StreamHandler(sys.__stderr__)
+    handler.setFormatter(logging.Formatter("[ipymini %(levelname)s %(asctime)s] %(message)s"))
+    log = logging.getLogger("ipymini")
+    log.addHandler(handler)
+    log.setLevel(os.environ.get("IPYMINI_LOG_LEVEL", "WARNING").upper())
+    log.propagate = False
+
+
+def run_kernel(argv: list[str]) -> int:
+    """Parse the command line and IPython configuration, then serve until shutdown."""
+    setup_logging()
+    app = KernelApp()
+    app.initialize(argv)
+    if not app.connection_file:
+        print("usage: python -m ipymini -f CONNECTION_FILE [--Class.trait=value ...]\n"
+              "       python -m ipymini install [--user | --sys-prefix | --prefix DIR]", file=sys.stderr)
+        return 2
+    with open(app.connection_file) as f:
+        conn = json.load(f)
+    from .kernel import Kernel
+
+    kernel = Kernel(conn, app)
+    try:
+        return kernel.run()
+    except BaseException:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        logging.getLogger("ipymini").exception("the kernel stopped on an error")
+        return 1

@@ -1,0 +1,222 @@
+"""The IPython bridge: everything Python-specific the kernel asks of IPython.
+
+The kernel speaks the Jupyter protocol; this module speaks IPython. It builds the shell from IPython's
+configuration (profile config files, startup files, extensions, `--Class.trait=value` options) and turns
+request content into IPython calls and IPython results into reply content: execution, completion,
+inspection, is_complete, history and kernel_info's language_info.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import getpass
+import inspect
+import sys
+import warnings
+
+from IPython.core.async_helpers import _pseudo_sync_runner
+from IPython.core import page, payloadpage
+
+from .shell import KernelShell
+
+
+class Bridge:
+    """Owns the IPython shell and answers the kernel's Python questions."""
+
+    def __init__(self, kernel, app):
+        self.kernel = kernel
+        self.app = app
+        shell = KernelShell.instance(parent=app, profile_dir=app.profile_dir, kernel=kernel)
+        app.shell = shell
+        self.shell = shell
+        shell.display_pub.session = kernel.session  # some libraries read display_pub.session
+        shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
+        run_params = inspect.signature(shell.run_cell_async).parameters
+        self._run_kwargs = {k for k in ("cell_id", "cell_meta") if k in run_params}
+        self._install_input()
+
+    def start(self) -> None:
+        """Run what IPython's configuration asks for at startup (after the kernel can publish)."""
+        app = self.app
+        app.init_path()
+        app.init_gui_pylab()
+        app.init_extensions()
+        app.init_code()
+        self.shell.history_manager  # created with the shell; nbclient passes hist_file=:memory:
+
+    # -- execution --
+
+    async def execute(self, code: str, silent: bool, store_history: bool, cell_id=None,
+                      cell_meta=None) -> dict:
+        """Run one cell; returns the reply content's status part (status, and the error when it failed)."""
+        shell = self.shell
+        shell.last_error = None
+        try:
+            transformed = shell.transform_cell(code)
+            preprocessing_exc = None
+        except Exception:
+            transformed, preprocessing_exc = code, sys.exc_info()
+        kwargs = {}
+        if "cell_id" in self._run_kwargs:
+            kwargs["cell_id"] = cell_id
+        if "cell_meta" in self._run_kwargs:
+            kwargs["cell_meta"] = cell_meta
+        coro = shell.run_cell_async(code, store_history=store_history, silent=silent,
+                                    transformed_cell=transformed,
+                                    preprocessing_exc_tuple=preprocessing_exc, **kwargs)
+        result = None
+        kernel = self.kernel
+        try:
+            if shell.should_run_async(code, transformed_cell=transformed,
+                                      preprocessing_exc_tuple=preprocessing_exc):
+                task = asyncio.ensure_future(coro)
+                kernel.cell_task = task
+                try:
+                    result = await task
+                finally:
+                    kernel.cell_task = None
+            else:
+                # IPython's run_cell would also tee every stdout write into history_manager.outputs:
+                # a per-write cost and unbounded memory under floods. Stepping the coroutine avoids it.
+                kernel.executing = True
+                try:
+                    result = _pseudo_sync_runner(coro)
+                finally:
+                    kernel.executing = False
+        except BaseException:
+            shell.showtraceback()
+        finally:
+            for event, args in (("post_execute", ()), ("post_run_cell", (result,))):
+                if event == "post_run_cell" and silent:
+                    continue
+                try:
+                    shell.events.trigger(event, *args)
+                except Exception:
+                    shell.showtraceback()
+        if result is not None and result.success and shell.last_error is None:
+            return {"status": "ok"}
+        error = shell.last_error
+        if error is None:  # failed without a traceback being shown (should not happen)
+            err = result.error_before_exec or result.error_in_exec if result is not None else None
+            error = {"ename": type(err).__name__, "evalue": str(err), "traceback": []}
+        return {"status": "error", **error}
+
+    def user_expressions(self, expressions: dict) -> dict:
+        return self.shell.user_expressions(expressions or {})
+
+    def take_payloads(self) -> list:
+        pm = self.shell.payload_manager
+        payloads = pm.read_payload()
+        pm.clear_payload()
+        return payloads
+
+    @property
+    def execution_count(self) -> int:
+        return self.shell.execution_count
+
+    # -- shell services --
+
+    def complete(self, code: str, cursor_pos: int) -> dict:
+        """complete_reply content from IPython's completer (cursor positions in code points)."""
+        from IPython.core.completer import provisionalcompleter
+
+        shell = self.shell
+        with provisionalcompleter(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            completions = list(shell.Completer.completions(code, cursor_pos))
+        if completions:
+            start = min(c.start for c in completions)
+            end = max(c.end for c in completions)
+        else:
+            start = end = cursor_pos
+        matches, experimental = [], []
+        for c in completions:
+            text = code[start:c.start] + c.text + code[c.end:end]
+            if text in matches:
+                continue
+            matches.append(text)
+            experimental.append({"start": start, "end": end, "text": text, "type": c.type,
+                                 "signature": c.signature})
+        return {"matches": matches, "cursor_start": start, "cursor_end": end,
+                "metadata": {"_jupyter_types_experimental": experimental}, "status": "ok"}
+
+    def inspect(self, code: str, cursor_pos: int, detail_level: int) -> dict:
+        """inspect_reply content: IPython's object info for the name at the cursor."""
+        from IPython.utils.tokenutil import token_at_cursor
+
+        name = token_at_cursor(code, cursor_pos)
+        try:
+            bundle = self.shell.object_inspect_mime(name, detail_level=detail_level)
+            if not self.shell.enable_html_pager:
+                bundle.pop("text/html", None)
+            return {"status": "ok", "found": True, "data": bundle, "metadata": {}}
+        except KeyError:
+            return {"status": "ok", "found": False, "data": {}, "metadata": {}}
+
+    def is_complete(self, code: str) -> dict:
+        """is_complete_reply content from IPython's input transformer."""
+        status, indent = self.shell.input_transformer_manager.check_complete(code)
+        reply = {"status": status}
+        if status == "incomplete":
+            reply["indent"] = " " * (indent or 0)
+        return reply
+
+    def history(self, content: dict) -> dict:
+        """history_reply content for tail, range and search requests."""
+        hm = self.shell.history_manager
+        output = bool(content.get("output", False))
+        raw = bool(content.get("raw", True))
+        kind = content["hist_access_type"]
+        if kind == "tail":
+            hist = hm.get_tail(int(content.get("n", 10)), raw=raw, output=output, include_latest=True)
+        elif kind == "range":
+            session = int(content.get("session", 0) or 0)
+            hist = hm.get_range(session, int(content.get("start", 0) or 0), content.get("stop"),
+                                raw=raw, output=output)
+            # IPython numbers the current session 0 here, while tail and search give its real number
+            hist = [(hm.session_number, *h[1:]) if h[0] == 0 else h for h in hist]
+        elif kind == "search":
+            hist = hm.search(content.get("pattern", "*"), raw=raw, output=output,
+                             n=content.get("n"), unique=bool(content.get("unique", False)))
+        else:
+            return {"status": "error", "ename": "ValueError",
+                    "evalue": f"unknown hist_access_type {kind!r}", "traceback": [], "history": []}
+        return {"status": "ok", "history": [list(h) for h in hist]}
+
+    # -- stdin --
+
+    def _install_input(self) -> None:
+        kernel = self.kernel
+
+        def input(prompt=""):
+            return kernel.request_input(str(prompt), password=False)
+
+        def getpass_(prompt="Password: ", stream=None):
+            return kernel.request_input(str(prompt), password=True)
+
+        builtins.input = input
+        getpass.getpass = getpass_
+
+    def shutdown(self) -> None:
+        """Let IPython save history and run its exit hooks."""
+        import atexit
+
+        atexit.unregister(self.shell.atexit_operations)
+        try:
+            self.shell.atexit_operations()
+        except Exception:
+            pass
+
+
+def language_info() -> dict:
+    """kernel_info's language_info, taken from the running interpreter."""
+    return {
+        "name": "python",
+        "version": sys.version.split()[0],
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
+        "pygments_lexer": f"ipython{sys.version_info[0]}",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }

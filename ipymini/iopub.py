@@ -1,0 +1,166 @@
+"""The IOPub outgoing queue: every iopub message, in order, coalesced and bounded.
+
+Any thread publishes here; only the IO thread takes messages out and puts them on the socket.
+- Order: one FIFO for all iopub messages, so stream text written before a display, an error or `idle`
+  is always sent before it.
+- Coalescing: consecutive stream writes for the same (stream name, request) grow one pending chunk,
+  which is sent when it is `flush_interval` old, reaches `chunk_bytes`, is followed by another message,
+  or is flushed explicitly. A flood of small prints becomes a few large messages.
+- Backpressure: past `max_bytes` of queued text a writer waits until the IO thread has sent some, so
+  output is never dropped for a client that keeps reading and memory stays bounded for one that does not.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+
+class _Chunk:
+    """Stream text waiting to become one `stream` message."""
+
+    __slots__ = ("name", "request", "parts", "size", "born", "urgent")
+
+    def __init__(self, name, request, text, now):
+        self.name, self.request = name, request
+        self.parts, self.size = [text], len(text)
+        self.born, self.urgent = now, False
+
+
+class IOPubQueue:
+    """Ordered, coalescing, bounded queue of iopub messages (see module docstring)."""
+
+    def __init__(self, session, wake, flush_interval=0.01, chunk_bytes=1 << 18, max_bytes=1 << 26,
+                 block_timeout=None):
+        self.session = session
+        self._wake = wake
+        self.flush_interval = flush_interval
+        self.chunk_bytes = chunk_bytes
+        self.max_bytes = max_bytes
+        self.block_timeout = block_timeout
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._items: deque = deque()  # _Chunk or (frames, size)
+        self._bytes = 0
+        self.io_thread_ident = None  # the IO thread never waits on itself
+        self.partials_due = None  # when the IO thread should publish threads' unfinished lines
+        self.enqueued = 0  # messages ever queued (a chunk counts once) ...
+        self.sent = 0  # ... and taken by the IO thread: replies wait for `sent` to pass their barrier
+
+    # -- producers (any thread) --
+
+    def publish(self, msg_type: str, content: dict, request=None, metadata=None, buffers=None,
+                header=None) -> dict:
+        """Queue a message for iopub, parented to `request` (a Request or None). Returns the message."""
+        parent = request.header if request is not None else {}
+        msg = self.session.msg(msg_type, content, parent=parent, metadata=metadata, header=header)
+        if buffers:
+            msg["buffers"] = buffers
+        self.publish_msg(msg)
+        return msg
+
+    def publish_msg(self, msg: dict) -> None:
+        """Queue an already built message."""
+        frames = self.session.serialize(msg, ident=[msg["header"]["msg_type"].encode()])
+        if msg.get("buffers"):
+            frames.extend(msg["buffers"])
+        size = sum(len(f) for f in frames)
+        with self._lock:
+            self._wait_for_room(size)
+            self._items.append((frames, size))
+            self._bytes += size
+            self.enqueued += 1
+        self._wake()
+
+    def write_stream(self, name: str, text: str, request) -> None:
+        """Queue stream text; it joins the pending chunk when that is for the same stream and request."""
+        if not text:
+            return
+        step = self.chunk_bytes
+        pieces = (text,) if len(text) <= step else [text[i:i + step] for i in range(0, len(text), step)]
+        for piece in pieces:
+            with self._lock:
+                self._wait_for_room(len(piece))
+                items = self._items
+                tail = items[-1] if items else None
+                if (tail.__class__ is _Chunk and tail.request is request and tail.name == name
+                        and tail.size < self.chunk_bytes):
+                    tail.parts.append(piece)
+                    tail.size += len(piece)
+                    wake = tail.size >= self.chunk_bytes
+                else:
+                    items.append(_Chunk(name, request, piece, time.monotonic()))
+                    self.enqueued += 1
+                    wake = True  # the IO thread must arm its flush timer
+                self._bytes += len(piece)
+            if wake:
+                self._wake()
+
+    def partial_waiting(self) -> None:
+        """A thread holds an unfinished line: make sure the IO thread publishes it soon."""
+        if self.partials_due is None:
+            self.partials_due = time.monotonic() + self.flush_interval
+            self._wake()
+
+    def flush(self) -> None:
+        """Ask for the pending stream chunk to be sent now instead of at its timer."""
+        with self._lock:
+            if self._items and self._items[-1].__class__ is _Chunk:
+                self._items[-1].urgent = True
+        self._wake()
+
+    def _wait_for_room(self, size: int) -> None:
+        # Called with the lock held. The IO thread must never wait for itself.
+        if self._bytes + size <= self.max_bytes or not self._bytes:
+            return
+        if threading.get_ident() == self.io_thread_ident:
+            return
+        deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
+        while self._bytes and self._bytes + size > self.max_bytes:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return  # give up waiting; the message is still queued, never dropped here
+            self._drained.wait(remaining)
+
+    # -- consumer (IO thread) --
+
+    def pop(self, now: float):
+        """Next message frames ready to send, or (None, seconds until the pending chunk is due)."""
+        with self._lock:
+            if not self._items:
+                return None, None
+            head = self._items[0]
+            if head.__class__ is _Chunk:
+                due = head.born + self.flush_interval
+                if (len(self._items) == 1 and not head.urgent and head.size < self.chunk_bytes
+                        and now < due):
+                    return None, due - now
+                self._items.popleft()
+                self._bytes -= head.size
+            else:
+                self._items.popleft()
+                self._bytes -= head[1]
+            self.sent += 1
+            self._drained.notify_all()
+        if head.__class__ is _Chunk:
+            text = head.parts[0] if len(head.parts) == 1 else "".join(head.parts)
+            parent = head.request.header if head.request is not None else {}
+            msg = self.session.msg("stream", {"name": head.name, "text": text}, parent=parent)
+            return self.session.serialize(msg, ident=[b"stream." + head.name.encode()]), None
+        return head[0], None
+
+    def next_due(self, now: float):
+        """Seconds until the next message is ready to send: 0 if one is, None if the queue is empty."""
+        with self._lock:
+            if not self._items:
+                return None
+            head = self._items[0]
+            if head.__class__ is _Chunk and len(self._items) == 1 and not head.urgent \
+                    and head.size < self.chunk_bytes:
+                return max(0.0, head.born + self.flush_interval - now)
+            return 0.0
+
+    def pending(self) -> bool:
+        """Whether anything is waiting to be sent."""
+        return bool(self._items)

@@ -1,0 +1,379 @@
+"""The kernel: the Jupyter protocol server, one hub between the sockets and the IPython bridge.
+
+Threads (see transport.py for who owns which socket):
+- main thread: an asyncio loop running the shell worker, which takes shell requests in arrival order and
+  runs them; user code runs here, so SIGINT interrupts it;
+- IO thread: shell/stdin/iopub sockets; hands shell requests to the worker and input replies to the
+  waiting `input()`;
+- control thread: control socket; control requests are handled right there, even while a cell runs.
+
+Every request gets: iopub `status: busy` → its outputs → its reply → `status: idle`, all parented to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+
+from jupyter_client.session import Session
+
+from . import PROTOCOL_VERSION, __version__, routing, streams
+from .bridge import Bridge, language_info
+from .iopub import IOPubQueue
+from .messages import Request, problem_with
+from .routing import parent_request
+from .streams import KernelStream
+from .transport import Transport
+
+log = logging.getLogger("ipymini")
+
+HELP_LINKS = [
+    {"text": "Python Reference", "url": "https://docs.python.org/%d.%d" % sys.version_info[:2]},
+    {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
+]
+
+
+class Kernel:
+    """Serves the Jupyter messaging protocol for one IPython shell."""
+
+    def __init__(self, conn: dict, app):
+        self.conn = conn
+        self.app = app
+        key = conn.get("key", "")
+        self.session = Session(key=key.encode() if isinstance(key, str) else key,
+                               signature_scheme=conn.get("signature_scheme", "hmac-sha256"),
+                               username="kernel", check_pid=False)
+        self.transport = Transport(conn, self.session)
+        self.iopub = IOPubQueue(self.session, self.transport.io_waker.wake)
+        self.bridge: Bridge | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.shell_queue: asyncio.Queue | None = None
+        self.main_thread_ident = threading.main_thread().ident
+        self.stopping = False
+        self.executing = False  # a synchronous cell is running on the main thread
+        self.cell_task: asyncio.Task | None = None  # the running cell, when it awaits
+        self.cancelled_by_interrupt = False
+        self.abort_through = 0  # queued execute requests up to this arrival number are aborted
+        self._shell_seq = 0
+        self._input_waiters: dict[str, queue.SimpleQueue] = {}
+        self.shell_handlers = {
+            "execute_request": self.execute_request,
+            "complete_request": self.complete_request,
+            "inspect_request": self.inspect_request,
+            "is_complete_request": self.is_complete_request,
+            "history_request": self.history_request,
+            "kernel_info_request": self.kernel_info_request,
+            "comm_info_request": self.comm_info_request,
+            "connect_request": self.connect_request,
+            "shutdown_request": self.shutdown_request,
+        }
+        self.control_handlers = {
+            "kernel_info_request": self.kernel_info_request,
+            "connect_request": self.connect_request,
+            "shutdown_request": self.shutdown_request,
+            "interrupt_request": self.interrupt_request,
+            "debug_request": self.debug_request,
+            "comm_info_request": self.comm_info_request,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Serve until a shutdown request; returns the process exit code."""
+        routing.install_context_propagation()
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.shell_queue = asyncio.Queue()
+        self.transport.start(self.iopub, self._on_io_message, self._on_control_message)
+        self.transport.io_thread.flush_partials = streams.flush_all
+        sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
+        sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
+        self.bridge = Bridge(self, self.app)
+        self.bridge.start()
+        signal.signal(signal.SIGINT, self._on_sigint)
+        worker = None
+        while not self.stopping:
+            if worker is None or worker.done():
+                worker = self.loop.create_task(self._serve_shell())
+            try:
+                self.loop.run_forever()
+            except KeyboardInterrupt:
+                continue  # an interrupt that escaped a task; the worker is restarted if it died
+        self._finish()
+        return 0
+
+    def _finish(self) -> None:
+        for waiter in list(self._input_waiters.values()):
+            waiter.put(None)
+        try:
+            self.bridge.shutdown()
+        except Exception:
+            log.exception("error during shutdown")
+        streams.flush_all()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        self.transport.close()
+
+    def request_stop(self) -> None:
+        """Stop serving (from any thread): interrupts a running cell, then ends the main loop."""
+        self.stopping = True
+        if self.executing or self.cell_task is not None:
+            self.interrupt()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def interrupt(self) -> None:
+        """Interrupt the main thread as a SIGINT from the kernel manager would."""
+        signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
+
+    def _on_sigint(self, signum, frame) -> None:
+        task = self.cell_task
+        if task is not None:
+            if asyncio.current_task(self.loop) is task:
+                raise KeyboardInterrupt  # the cell is computing, not awaiting
+            self.cancelled_by_interrupt = True
+            self.loop.call_soon_threadsafe(task.cancel)
+        elif self.executing:
+            raise KeyboardInterrupt
+        # idle (or inside the kernel's own code): nothing to interrupt
+
+    # ------------------------------------------------------------------ incoming messages
+
+    def _on_io_message(self, channel: str, idents: list, msg: dict) -> None:
+        """IO thread: queue a shell request for the worker, or hand an input reply to its waiter."""
+        if channel == "stdin":
+            self._deliver_input(msg)
+            return
+        self._shell_seq += 1
+        req = Request("shell", idents, msg, seq=self._shell_seq)
+        self.loop.call_soon_threadsafe(self.shell_queue.put_nowait, req)
+
+    def _on_control_message(self, channel: str, idents: list, msg: dict) -> None:
+        """Control thread: handle the request right here."""
+        req = Request("control", idents, msg)
+        token = routing.current_request.set(req)
+        try:
+            self._dispatch_sync(req, self.control_handlers)
+        finally:
+            routing.current_request.reset(token)
+
+    async def _serve_shell(self) -> None:
+        while True:
+            req = await self.shell_queue.get()
+            routing.set_latest(req)
+            token = routing.current_request.set(req)
+            try:
+                self._publish_status("busy", req)
+                problem = problem_with(req.msg)
+                handler = self.shell_handlers.get(req.msg_type)
+                if problem or handler is None:
+                    self._refuse(req, problem)
+                elif req.msg_type == "execute_request" and req.seq <= self.abort_through:
+                    self.send_reply(req, {"status": "aborted"}, metadata={"status": "aborted"})
+                else:
+                    try:
+                        result = handler(req)
+                        if asyncio.iscoroutine(result):
+                            await result
+                    except BaseException as e:  # a handler bug or a stray interrupt still gets a reply
+                        self._reply_exception(req, e)
+                streams.flush_all()
+                self._publish_status("idle", req)
+            finally:
+                routing.current_request.reset(token)
+
+    def _dispatch_sync(self, req: Request, handlers: dict) -> None:
+        self._publish_status("busy", req)
+        problem = problem_with(req.msg)
+        handler = handlers.get(req.msg_type)
+        if problem or handler is None:
+            self._refuse(req, problem)
+        else:
+            try:
+                handler(req)
+            except Exception as e:
+                self._reply_exception(req, e)
+        self._publish_status("idle", req)
+
+    def _refuse(self, req: Request, problem: str | None) -> None:
+        """Answer a malformed or unknown request with an error reply (nothing is run)."""
+        msg_type = req.msg.get("header", {}).get("msg_type", "")
+        if problem is None:
+            problem = f"unknown message type {msg_type!r}"
+        log.warning("refused a %s message: %s", req.channel, problem)
+        if isinstance(msg_type, str) and msg_type.endswith("_request") and isinstance(
+                req.msg.get("header", {}).get("msg_id"), str):
+            self.send_reply(req, {"status": "error", "ename": "BadRequest", "evalue": problem,
+                                  "traceback": []})
+
+    def _reply_exception(self, req: Request, e: BaseException) -> None:
+        log.error("error handling %s:\n%s", req.msg_type, traceback.format_exc())
+        self.send_reply(req, {"status": "error", "ename": type(e).__name__, "evalue": str(e),
+                              "traceback": traceback.format_exception(e)})
+
+    # ------------------------------------------------------------------ outgoing messages
+
+    def publish(self, msg_type: str, content: dict, metadata=None, buffers=None, request=None) -> dict:
+        """Publish on iopub for `request` (default: the request the calling code belongs to)."""
+        streams.flush_all()
+        return self.iopub.publish(msg_type, content, request or parent_request(), metadata, buffers)
+
+    def publish_msg(self, msg: dict) -> None:
+        """Publish a message built elsewhere (display hooks may rewrite messages)."""
+        streams.flush_all()
+        self.iopub.publish_msg(msg)
+
+    def parent_header(self) -> dict:
+        req = parent_request()
+        return req.header if req is not None else {}
+
+    def get_parent(self, channel: str = "shell") -> dict:
+        """The message the running code belongs to (ipywidgets' Output widget asks for it)."""
+        req = parent_request()
+        return req.msg if req is not None else {}
+
+    def _publish_status(self, state: str, req: Request) -> None:
+        self.iopub.publish("status", {"execution_state": state}, req)
+
+    def send_reply(self, req: Request, content: dict, metadata=None) -> None:
+        """Send the reply to `req` on its channel, after every iopub message it produced so far."""
+        msg_type = req.msg_type.rsplit("_", 1)[0] + "_reply"
+        msg = self.session.msg(msg_type, content, parent=req.header, metadata=metadata or {})
+        frames = self.session.serialize(msg, ident=req.idents)
+        if req.channel == "control":
+            self.transport.send("control", frames)
+        else:
+            streams.flush_all()
+            self.iopub.flush()
+            self.transport.io_thread.send_after_iopub(req.channel, frames)
+
+    # ------------------------------------------------------------------ shell handlers
+
+    async def execute_request(self, req: Request) -> None:
+        c = req.content
+        code = c["code"]
+        silent = bool(c.get("silent", False))
+        store_history = bool(c.get("store_history", not silent)) and not silent
+        bridge = self.bridge
+        if not silent:
+            self.publish("execute_input", {"code": code, "execution_count": bridge.execution_count})
+        self.cancelled_by_interrupt = False
+        cell_id = (req.msg.get("metadata") or {}).get("cellId")
+        status = await bridge.execute(code, silent, store_history, cell_id=cell_id,
+                                      cell_meta=req.msg.get("metadata"))
+        reply = {**status, "execution_count": bridge.execution_count - 1}
+        expressions = c.get("user_expressions") or {}
+        reply["user_expressions"] = (bridge.user_expressions(expressions)
+                                     if status["status"] == "ok" and isinstance(expressions, dict) else {})
+        reply["payload"] = bridge.take_payloads()
+        if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
+            self.transport.io_thread.sync()  # take in what the client already sent, then abort it
+            self.abort_through = self._shell_seq
+        self.send_reply(req, reply, metadata={"status": status["status"]})
+        if bridge.shell.exit_now:
+            bridge.shell.exit_now = False  # `exit` asks the frontend (ask_exit payload) to close us
+
+    def complete_request(self, req: Request) -> None:
+        c = req.content
+        self.send_reply(req, self.bridge.complete(c["code"], c["cursor_pos"]))
+
+    def inspect_request(self, req: Request) -> None:
+        c = req.content
+        self.send_reply(req, self.bridge.inspect(c["code"], c["cursor_pos"],
+                                                 int(c.get("detail_level", 0) or 0)))
+
+    def is_complete_request(self, req: Request) -> None:
+        self.send_reply(req, self.bridge.is_complete(req.content["code"]))
+
+    def history_request(self, req: Request) -> None:
+        self.send_reply(req, self.bridge.history(req.content))
+
+    def kernel_info_request(self, req: Request) -> None:
+        import IPython
+
+        self.send_reply(req, {
+            "status": "ok",
+            "protocol_version": PROTOCOL_VERSION,
+            "implementation": "ipymini",
+            "implementation_version": __version__,
+            "language_info": language_info(),
+            "banner": f"Python {sys.version}\nIPython {IPython.__version__} (ipymini {__version__}) "
+                      "-- An enhanced Interactive Python. Type '?' for help.\n",
+            "help_links": HELP_LINKS,
+            "debugger": False,
+            "supported_features": [],
+        })
+
+    def comm_info_request(self, req: Request) -> None:
+        self.send_reply(req, {"status": "ok", "comms": {}})
+
+    def connect_request(self, req: Request) -> None:
+        ports = {f"{ch}_port": self.conn[f"{ch}_port"] for ch in ("shell", "iopub", "stdin", "hb",
+                                                                   "control")}
+        self.send_reply(req, {"status": "ok", **ports})
+
+    def shutdown_request(self, req: Request) -> None:
+        content = {"status": "ok", "restart": bool(req.content.get("restart", False))}
+        self.send_reply(req, content)
+        self.publish("shutdown_reply", content, request=req)
+        self.request_stop()
+
+    # ------------------------------------------------------------------ control handlers
+
+    def interrupt_request(self, req: Request) -> None:
+        self.interrupt()
+        self.send_reply(req, {"status": "ok"})
+
+    def debug_request(self, req: Request) -> None:
+        # No debugger yet: answer at once so a frontend probing it (JupyterLab on Tab) never waits.
+        c = req.content
+        self.send_reply(req, {"type": "response", "request_seq": c.get("seq", 0), "success": False,
+                              "command": c.get("command", ""), "message": "debugger is not available",
+                              "body": {}})
+
+    # ------------------------------------------------------------------ stdin
+
+    def request_input(self, prompt: str, password: bool) -> str:
+        """Ask the client of the current request for a line of input (input() and getpass())."""
+        from IPython.core.error import StdinNotImplementedError
+
+        req = parent_request()
+        if req is None or req.channel != "shell" or not req.content.get("allow_stdin", False):
+            raise StdinNotImplementedError(
+                "raw_input was called, but this frontend does not support input requests.")
+        msg = self.session.msg("input_request", {"prompt": prompt, "password": password},
+                               parent=req.header)
+        waiter: queue.SimpleQueue = queue.SimpleQueue()
+        msg_id = msg["header"]["msg_id"]
+        self._input_waiters[msg_id] = waiter
+        try:
+            streams.flush_all()
+            self.iopub.flush()
+            self.transport.io_thread.send_after_iopub("stdin",
+                                                      self.session.serialize(msg, ident=req.idents))
+            value = waiter.get()
+        finally:
+            self._input_waiters.pop(msg_id, None)
+        if value is None:
+            raise EOFError("the kernel is shutting down")
+        if value == "\x04":
+            raise EOFError("EOF when reading a line")
+        return value
+
+    def _deliver_input(self, msg: dict) -> None:
+        if msg.get("header", {}).get("msg_type") != "input_reply":
+            log.warning("dropped an unexpected %r on stdin", msg.get("header", {}).get("msg_type"))
+            return
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        waiter = self._input_waiters.get(parent_id)
+        if waiter is None and len(self._input_waiters) == 1:
+            waiter = next(iter(self._input_waiters.values()))
+        if waiter is None:
+            log.warning("dropped an input_reply that answers no pending input request")
+            return
+        value = (msg.get("content") or {}).get("value", "")
+        waiter.put(value if isinstance(value, str) else str(value))

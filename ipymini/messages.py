@@ -1,0 +1,67 @@
+"""Incoming requests: the Request record and the checks a message must pass before it is handled.
+
+Owns what "well formed" means for a request's content, so a malformed request gets a clear error reply
+from one place and never reaches a handler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Required content fields and their types, per request type. Optional fields are checked by handlers.
+REQUIRED_FIELDS: dict[str, dict[str, type | tuple]] = {
+    "execute_request": {"code": str},
+    "complete_request": {"code": str, "cursor_pos": int},
+    "inspect_request": {"code": str, "cursor_pos": int},
+    "is_complete_request": {"code": str},
+    "history_request": {"hist_access_type": str},
+    "comm_msg": {"comm_id": str},
+    "comm_close": {"comm_id": str},
+    "comm_open": {"comm_id": str, "target_name": str},
+    "input_reply": {"value": str},
+    "debug_request": {},
+}
+
+
+@dataclass(eq=False)
+class Request:
+    """One verified message from a client, with the routing identities needed to answer it."""
+
+    channel: str  # "shell" or "control"
+    idents: list
+    msg: dict
+    seq: int = 0  # arrival order on its channel, used to abort what was queued before an error
+    subshell_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def header(self) -> dict:
+        return self.msg["header"]
+
+    @property
+    def msg_type(self) -> str:
+        return self.msg["header"]["msg_type"]
+
+    @property
+    def content(self) -> dict:
+        return self.msg["content"]
+
+
+def problem_with(msg: dict) -> str | None:
+    """Why `msg` cannot be handled (a sentence for the error reply), or None if it is well formed."""
+    header = msg.get("header")
+    if not isinstance(header, dict) or not isinstance(header.get("msg_type"), str):
+        return "message header has no msg_type"
+    if not isinstance(header.get("msg_id"), str):
+        return "message header has no msg_id"
+    content = msg.get("content")
+    if not isinstance(content, dict):
+        return "message content is not a JSON object"
+    for name, kind in REQUIRED_FIELDS.get(header["msg_type"], {}).items():
+        if name not in content:
+            return f"{header['msg_type']} is missing the required field {name!r}"
+        value = content[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            return f"{header['msg_type']} field {name!r} must be {want}, not {type(value).__name__}"
+    return None

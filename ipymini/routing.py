@@ -1,0 +1,60 @@
+"""Which request does a piece of output belong to.
+
+Owns the "current parent" of the running code: a ContextVar holding the request a cell is running for.
+asyncio tasks copy it when they are created, and `install_context_propagation` makes threads and
+`concurrent.futures` workers copy it too, so output from any of them is routed to the cell that started
+them even after that cell has finished. Code that runs outside any request (a thread started before the
+first cell, a C callback) falls back to the most recent request.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import threading
+
+current_request: contextvars.ContextVar = contextvars.ContextVar("ipymini_request", default=None)
+
+_latest = [None]  # the most recent shell request, for output produced outside any request
+
+
+def set_latest(request) -> None:
+    """Remember `request` as the fallback parent for output produced outside any request."""
+    _latest[0] = request
+
+
+def parent_request():
+    """The request that output produced right now belongs to (or None before the first request)."""
+    return current_request.get() or _latest[0]
+
+
+_installed = False
+
+
+def install_context_propagation() -> None:
+    """Make new threads and thread-pool work items run in the context of the code that started them.
+
+    Python starts threads with an empty context and thread pools reuse workers across submitters, so
+    without this a print from a worker would lose track of its cell.
+    """
+    global _installed
+    if _installed:
+        return
+    _installed = True
+
+    thread_start = threading.Thread.start
+
+    def start(self):
+        ctx = contextvars.copy_context()
+        run = self.run
+        self.run = lambda: ctx.run(run)
+        thread_start(self)
+
+    threading.Thread.start = start
+
+    pool_submit = concurrent.futures.ThreadPoolExecutor.submit
+
+    def submit(self, fn, /, *args, **kwargs):
+        return pool_submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+    concurrent.futures.ThreadPoolExecutor.submit = submit

@@ -1,0 +1,138 @@
+"""IPython's extension points, filled in for a kernel.
+
+IPython asks for subclasses here (its display hook, display publisher and shell are configurable
+classes), so these are thin IPython subclasses, not ipymini classes: each override turns one IPython
+side effect into a kernel message through the kernel's `publish` and `payloads`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.autocall import ExitAutocall
+from traitlets import Any, Type
+
+
+class KernelDisplayHook(DisplayHook):
+    """Sends the value of a cell's last expression as `execute_result`."""
+
+    _local = threading.local()  # the result being built, per thread (subshells run concurrently)
+
+    def start_displayhook(self):
+        self._local.result = {"data": {}, "metadata": {}}
+
+    def write_output_prompt(self):
+        self._local.result["execution_count"] = self.prompt_count
+
+    def write_format_data(self, format_dict, md_dict=None):
+        self._local.result["data"] = format_dict
+        self._local.result["metadata"] = md_dict or {}
+
+    def finish_displayhook(self):
+        result = getattr(self._local, "result", None)
+        self._local.result = None
+        if result and result["data"]:
+            self.shell.kernel.publish("execute_result", result)
+
+
+class KernelDisplayPublisher(DisplayPublisher):
+    """Sends `display()` calls as `display_data` / `update_display_data`, and `clear_output`.
+
+    Hooks (used by output-capturing widgets) see each message first and may swallow it by returning None.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._hooks = []
+
+    def register_hook(self, hook):
+        self._hooks.append(hook)
+
+    def unregister_hook(self, hook):
+        try:
+            self._hooks.remove(hook)
+            return True
+        except ValueError:
+            return False
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+        content = {"data": data, "metadata": metadata or {}, "transient": transient or {}}
+        self._send("update_display_data" if update else "display_data", content)
+
+    def clear_output(self, wait=False):
+        self._send("clear_output", {"wait": bool(wait)})
+
+    def _send(self, msg_type, content):
+        kernel = self.shell.kernel
+        if self._hooks:
+            msg = kernel.iopub.session.msg(msg_type, content, parent=kernel.parent_header())
+            for hook in list(self._hooks):
+                msg = hook(msg)
+                if msg is None:
+                    return
+            kernel.publish_msg(msg)
+        else:
+            kernel.publish(msg_type, content)
+
+
+class KernelExitAutocall(ExitAutocall):
+    """`exit` / `quit`: ask the frontend to close; `exit(keep_kernel=True)` keeps the kernel."""
+
+    def __call__(self, keep_kernel=False):
+        self._ip.ask_exit(keep_kernel)
+
+
+class KernelShell(InteractiveShell):
+    """The InteractiveShell a kernel runs: errors, payloads and exits become messages."""
+
+    displayhook_class = Type(KernelDisplayHook)
+    display_pub_class = Type(KernelDisplayPublisher)
+    exiter = Any()
+    kernel = Any(allow_none=True)  # `get_ipython().kernel`, which widget libraries look for
+
+    def _exiter_default(self):
+        return KernelExitAutocall(self)
+
+    def init_io(self):
+        pass  # the kernel installs sys.stdout / sys.stderr itself
+
+    def init_environment(self):
+        import os
+
+        os.environ.setdefault("TERM", "xterm-color")
+        os.environ["CLICOLOR"] = "1"
+        os.environ["PAGER"] = "cat"
+        os.environ["GIT_PAGER"] = "cat"
+
+    def enable_gui(self, gui=None):
+        if gui not in (None, "inline"):
+            print(f"ipymini has no {gui!r} GUI event loop integration; plots are shown inline.",
+                  file=sys.stderr)
+
+    def ask_exit(self, keep_kernel=False):
+        self.exit_now = not keep_kernel
+        self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": keep_kernel})
+
+    def set_next_input(self, text, replace=False):
+        payloads = self.payload_manager._payload  # the last set_next_input of a cell wins
+        payloads[:] = [p for p in payloads if p.get("source") != "set_next_input"]
+        self.payload_manager.write_payload(
+            {"source": "set_next_input", "text": text, "replace": replace})
+
+    def showtraceback(self, exc_tuple=None, *args, **kwargs):
+        etype = sys.exc_info()[0] if exc_tuple is None else exc_tuple[0]
+        if etype is asyncio.CancelledError and self.kernel is not None and self.kernel.cancelled_by_interrupt:
+            # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
+            tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
+            exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)
+        return super().showtraceback(exc_tuple, *args, **kwargs)
+
+    def _showtraceback(self, etype, evalue, stb):
+        self.last_error = {"ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+                           "traceback": stb}
+        self.kernel.publish("error", dict(self.last_error))

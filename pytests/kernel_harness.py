@@ -1,0 +1,130 @@
+"""Test harness: the real ipymini kernel in a subprocess, driven through jupyter_client.
+
+`KernelHarness` wraps a KernelManager started from the repository's own kernelspec
+(share/jupyter/kernels/ipymini) and a blocking client, with helpers that collect everything a request
+produced on iopub (up to its `idle`). Every wait has a timeout, so a broken kernel fails a test
+instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import time
+from pathlib import Path
+
+from jupyter_client.manager import KernelManager
+
+REPO = Path(__file__).resolve().parents[1]
+KERNEL_NAME = "ipymini"
+TIMEOUT = 20
+
+
+def use_repo_kernelspec() -> None:
+    """Make jupyter_client find the repository's kernelspec (and the repo's package) first."""
+    share = str(REPO / "share" / "jupyter")
+    paths = os.environ.get("JUPYTER_PATH", "")
+    if share not in paths.split(os.pathsep):
+        os.environ["JUPYTER_PATH"] = share + (os.pathsep + paths if paths else "")
+    # a private IPython profile dir: no user config, no shared history database
+    os.environ.setdefault("IPYTHONDIR", tempfile.mkdtemp(prefix="ipymini-ipython-"))
+    pp = os.environ.get("PYTHONPATH", "")
+    if str(REPO) not in pp.split(os.pathsep):
+        os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + pp if pp else "")
+
+
+use_repo_kernelspec()
+
+
+class KernelHarness:
+    """A running ipymini kernel and a client connected to it."""
+
+    def __init__(self, extra_args: list[str] | None = None, env: dict | None = None, **km_kwargs):
+        self.km = KernelManager(kernel_name=KERNEL_NAME, **km_kwargs)
+        kw = {}
+        if extra_args:
+            kw["extra_arguments"] = extra_args
+        if env is not None:
+            kw["env"] = {**os.environ, **env}
+        self.km.start_kernel(**kw)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.drain_iopub()
+
+    def stop(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            if self.km.is_alive():
+                self.km.shutdown_kernel(now=False)
+
+    # -- collecting messages --
+
+    def drain_iopub(self, quiet: float = 0.2) -> list:
+        """Read iopub until it has been quiet for `quiet` seconds."""
+        msgs = []
+        while True:
+            try:
+                msgs.append(self.kc.get_iopub_msg(timeout=quiet))
+            except queue.Empty:
+                return msgs
+
+    def iopub_until_idle(self, msg_id: str, timeout: float = TIMEOUT) -> list:
+        """Every iopub message parented to `msg_id`, through its `status: idle`."""
+        deadline = time.monotonic() + timeout
+        msgs = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no idle for {msg_id} within {timeout}s; got {[m['msg_type'] for m in msgs]}")
+            msg = self.kc.get_iopub_msg(timeout=left)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            msgs.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return msgs
+
+    def shell_reply(self, msg_id: str, timeout: float = TIMEOUT, channel: str = "shell") -> dict:
+        """The reply to `msg_id` on shell (or control), skipping replies to other requests."""
+        get = self.kc.get_shell_msg if channel == "shell" else self.kc.get_control_msg
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no reply to {msg_id} within {timeout}s")
+            msg = get(timeout=left)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+
+    def execute(self, code: str, timeout: float = TIMEOUT, **kwargs):
+        """Run code; returns (reply message, iopub messages of the request through idle)."""
+        msg_id = self.kc.execute(code, **kwargs)
+        reply = self.shell_reply(msg_id, timeout)
+        return reply, self.iopub_until_idle(msg_id, timeout)
+
+    def request(self, msg_type: str, content: dict, channel: str = "shell", timeout: float = TIMEOUT):
+        """Send any request; returns (reply message, iopub messages through idle)."""
+        msg = self.kc.session.msg(msg_type, content)
+        chan = self.kc.shell_channel if channel == "shell" else self.kc.control_channel
+        chan.send(msg)
+        msg_id = msg["header"]["msg_id"]
+        reply = self.shell_reply(msg_id, timeout, channel)
+        return reply, self.iopub_until_idle(msg_id, timeout)
+
+    def run_ok(self, code: str, timeout: float = TIMEOUT, **kwargs) -> list:
+        """Run code that must succeed; returns its iopub messages."""
+        reply, msgs = self.execute(code, timeout, **kwargs)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return msgs
+
+
+def stream_text(msgs: list, name: str = "stdout") -> str:
+    """All text of one stream in a list of iopub messages."""
+    return "".join(m["content"]["text"] for m in msgs
+                   if m["msg_type"] == "stream" and m["content"]["name"] == name)
+
+
+def of_type(msgs: list, msg_type: str) -> list:
+    return [m for m in msgs if m["msg_type"] == msg_type]
