@@ -25,6 +25,7 @@ from jupyter_client.session import Session
 
 from . import PROTOCOL_VERSION, __version__, routing, streams
 from .bridge import Bridge, language_info
+from .fdcapture import FDCapture
 from .iopub import IOPubQueue
 from .messages import Request, problem_with
 from .routing import parent_request
@@ -62,6 +63,7 @@ class Kernel:
         self.abort_through = 0  # queued execute requests up to this arrival number are aborted
         self._shell_seq = 0
         self._input_waiters: dict[str, queue.SimpleQueue] = {}
+        self.fd_capture: FDCapture | None = None
         self.shell_handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -94,6 +96,7 @@ class Kernel:
         self.transport.io_thread.flush_partials = streams.flush_all
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
+        self._start_output_options()
         self.bridge = Bridge(self, self.app)
         self.bridge.start()
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -108,6 +111,25 @@ class Kernel:
         self._finish()
         return 0
 
+    def _start_output_options(self) -> None:
+        """OS-level capture of fds 1/2 (IPYMINI_CAPTURE_FD=0 turns it off) and the per-cell output
+        budget (IPYMINI_OUTPUT_LIMIT=bytes, off by default)."""
+        limit = os.environ.get("IPYMINI_OUTPUT_LIMIT", "").strip()
+        if limit:
+            try:
+                streams.set_budget(int(float(limit)))
+            except ValueError:
+                log.warning("ignored IPYMINI_OUTPUT_LIMIT=%r: not a number of bytes", limit)
+        if os.environ.get("IPYMINI_CAPTURE_FD", "1") == "0":
+            return
+        self.fd_capture = FDCapture({1: sys.stdout, 2: sys.stderr})
+        self.fd_capture.start()
+        streams.fd_capture = self.fd_capture
+        original = self.fd_capture.original_stderr()
+        for handler in log.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(original)
+
     def _finish(self) -> None:
         for waiter in list(self._input_waiters.values()):
             waiter.put(None)
@@ -115,6 +137,9 @@ class Kernel:
             self.bridge.shutdown()
         except Exception:
             log.exception("error during shutdown")
+        if self.fd_capture is not None:
+            streams.fd_capture = None
+            self.fd_capture.stop()
         streams.flush_all()
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         self.transport.close()
@@ -270,12 +295,25 @@ class Kernel:
         reply["user_expressions"] = (bridge.user_expressions(expressions)
                                      if status["status"] == "ok" and isinstance(expressions, dict) else {})
         reply["payload"] = bridge.take_payloads()
+        self._finish_output(req)
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
             self.transport.io_thread.sync()  # take in what the client already sent, then abort it
             self.abort_through = self._shell_seq
         self.send_reply(req, reply, metadata={"status": status["status"]})
         if bridge.shell.exit_now:
             bridge.shell.exit_now = False  # `exit` asks the frontend (ask_exit payload) to close us
+
+    def _finish_output(self, req: Request) -> None:
+        """Collect the cell's OS-level output and tell the user what an output budget held back."""
+        if self.fd_capture is not None:
+            self.fd_capture.flush_c_stdio()
+        streams.flush_all()
+        omitted = req.extra.get("omitted_bytes")
+        if omitted:
+            self.iopub.write_stream(
+                "stderr", f"\n[ipymini] output limit of {streams.budget:,} bytes reached: "
+                f"{omitted:,} more bytes of this cell's output were not sent "
+                "(IPYMINI_OUTPUT_LIMIT sets the limit).\n", req)
 
     def complete_request(self, req: Request) -> None:
         c = req.content

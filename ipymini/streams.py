@@ -1,20 +1,50 @@
 """sys.stdout / sys.stderr replacements that publish `stream` messages.
 
-Owns the text path from a `write()` to the IOPub queue. Each thread's writes are held until they end a
-line, so concurrent writers never interleave inside a line; a partial line is published when it is
-flushed, when any other message is published (`flush_all`), or by the IO thread's timer. Each line goes
-to the request that is current for the writing code (see routing.py).
+Owns the text path from a `write()` to the IOPub queue, built for floods of small writes:
+- One active buffer for both streams. While the same thread keeps writing to the same stream for the same
+  request, a write is a list append under one lock (the fast path of a print loop).
+- When another writer takes over, the buffer's complete lines go to the IOPub queue. An unfinished line
+  of another *thread* is set aside until that thread finishes it, so concurrent writers never interleave
+  inside a line; within one thread, switching stdout/stderr keeps the exact write order.
+- Text reaches the IOPub queue when the buffer is large, when the writer changes, on `flush()`, before
+  any other message (`flush_all`), and by the IO thread's timer; the queue coalesces it into messages.
+- An optional per-request budget stops stream output past N bytes and counts what was omitted.
+Each write goes to the request that is current for the writing code (see routing.py).
 """
 
 from __future__ import annotations
 
 import io
 import threading
+import time
 
-from .routing import parent_request
+from . import routing
 
-_partials_lock = threading.Lock()
-_partials: dict = {}  # (thread id, stream) -> [text parts, request]
+PUSH_BYTES = 1 << 16  # hand text to the IOPub queue once this much is buffered
+
+_lock = threading.Lock()
+_get_ident = threading.get_ident
+_current = routing.current_request.get
+_latest = routing._latest
+
+
+class _Active:
+    """The buffer being appended to: whose it is and what it holds."""
+
+    __slots__ = ("stream", "tid", "request", "parts", "size")
+
+    def __init__(self):
+        self.stream = self.tid = self.request = None
+        self.parts: list = []
+        self.size = 0
+
+
+_active = _Active()
+_aside: dict = {}  # (thread id, stream) -> [text, request]: unfinished lines of threads not writing now
+budget = None  # bytes of stream output allowed per request (None: no limit); see set_budget
+fd_capture = None  # the FDCapture whose pipes writes drain first (see fdcapture.py)
+_monotonic = time.monotonic
+_next_fd_drain = [0.0]
 
 
 class KernelStream(io.TextIOBase):
@@ -29,7 +59,6 @@ class KernelStream(io.TextIOBase):
     encoding = "utf-8"
     errors = "strict"
 
-    # io.TextIOBase API
     def writable(self) -> bool:
         return True
 
@@ -53,39 +82,26 @@ class KernelStream(io.TextIOBase):
 
     def write(self, text) -> int:
         if text.__class__ is not str:
-            if isinstance(text, bytes):
-                raise TypeError("write() argument must be str, not bytes")
+            if isinstance(text, (bytes, bytearray)):
+                raise TypeError(f"write() argument must be str, not {type(text).__name__}")
             text = str(text)
-        key = (threading.get_ident(), self)
-        nl = text.rfind("\n")
-        with _partials_lock:
-            partial = _partials.get(key)
-            if nl < 0:
-                if partial is None:
-                    _partials[key] = [[text], parent_request()]
-                else:
-                    partial[0].append(text)
-                new_partial = partial is None
-                line = None
-            else:
-                new_partial = False
-                line = text if nl == len(text) - 1 else text[: nl + 1]
-                rest = text[nl + 1:]
-                request = parent_request()
-                if partial is not None:
-                    del _partials[key]
-                    if partial[1] is request:
-                        partial[0].append(line)
-                        line = "".join(partial[0])
-                    else:
-                        self._iopub.write_stream(self.name, "".join(partial[0]), partial[1])
-                if rest:
-                    _partials[key] = [[rest], request]
-                    new_partial = True
-        if line is not None:
-            self._iopub.write_stream(self.name, line, request)
-        if new_partial:
-            self._iopub.partial_waiting()
+        if fd_capture is not None:  # what C code / subprocesses wrote before this comes out first
+            now = _monotonic()
+            if now >= _next_fd_drain[0]:
+                _next_fd_drain[0] = now + 0.001
+                fd_capture.drain()
+        request = _current() or _latest[0]
+        tid = _get_ident()
+        with _lock:
+            a = _active
+            if a.stream is not self or a.tid != tid or a.request is not request:
+                _take_over(self, tid, request)
+            if not a.parts:  # the IO thread's timer will send it if nothing else does first
+                self._iopub.partial_waiting()
+            a.parts.append(text)
+            a.size += len(text)
+            if a.size >= PUSH_BYTES:
+                _push_active()
         return len(text)
 
     def writelines(self, lines) -> None:
@@ -93,29 +109,78 @@ class KernelStream(io.TextIOBase):
             self.write(line)
 
     def flush(self) -> None:
-        """Publish this thread's partial line and ask for the pending text to be sent now."""
-        with _partials_lock:
-            partial = _partials.pop((threading.get_ident(), self), None)
-            if partial is not None:
-                self._iopub.write_stream(self.name, "".join(partial[0]), partial[1])
+        """Hand everything written so far to the IOPub queue and ask for it to be sent now."""
+        flush_all()
         self._iopub.flush()
 
 
-def flush_all(blocking: bool = True) -> bool:
-    """Publish every thread's partial lines (before any non-stream message, and at the end of a cell).
+def _emit(stream: KernelStream, text: str, request) -> None:
+    """Give text to the IOPub queue, within the request's output budget."""
+    if budget is not None and request is not None:
+        used = request.extra.get("stream_bytes", 0)
+        request.extra["stream_bytes"] = used + len(text)
+        if used + len(text) > budget:
+            allowed = max(0, budget - used)
+            request.extra["omitted_bytes"] = request.extra.get("omitted_bytes", 0) + len(text) - allowed
+            text = text[:allowed]
+            if not text:
+                return
+    stream._iopub.write_stream(stream.name, text, request)
 
-    The IO thread calls it with blocking=False: a writer may hold the lock while it waits for the IO
-    thread to make room, so the IO thread must never wait for that lock. Returns whether it ran.
+
+def _push_active() -> None:
+    a = _active
+    if a.parts:
+        text = a.parts[0] if len(a.parts) == 1 else "".join(a.parts)
+        a.parts = []
+        a.size = 0
+        _emit(a.stream, text, a.request)
+
+
+def _take_over(stream, tid, request) -> None:
+    """Make (stream, thread, request) the active writer; called with the lock held."""
+    a = _active
+    if a.parts and a.tid != tid:
+        # another thread's unfinished line waits aside until that thread writes again
+        text = "".join(a.parts)
+        nl = text.rfind("\n")
+        if nl != len(text) - 1:
+            _aside[(a.tid, a.stream)] = [text[nl + 1:], a.request]
+            text = text[:nl + 1]
+        a.parts = [text] if text else []
+    _push_active()
+    a.stream, a.tid, a.request = stream, tid, request
+    held = _aside.pop((tid, stream), None) if _aside else None
+    if held is not None:
+        if held[1] is request:
+            a.parts.append(held[0])
+            a.size = len(held[0])
+        else:
+            _emit(stream, held[0], held[1])
+
+
+def flush_all(blocking: bool = True) -> bool:
+    """Hand all buffered text, unfinished lines included, to the IOPub queue.
+
+    Called before any other message is published and at the end of a request. The IO thread calls it
+    with blocking=False: a writer may hold the lock while it waits for the IO thread to make room in the
+    queue, so the IO thread must never wait for that lock. Returns whether it ran.
     """
-    if not _partials:
+    if not _active.parts and not _aside:
         return True
-    if not _partials_lock.acquire(blocking):
+    if not _lock.acquire(blocking):
         return False
     try:
-        items = list(_partials.items())
-        _partials.clear()
-        for (_, stream), (parts, request) in items:
-            stream._iopub.write_stream(stream.name, "".join(parts), request)
+        _push_active()
+        while _aside:
+            (_, stream), (text, request) = _aside.popitem()
+            _emit(stream, text, request)
     finally:
-        _partials_lock.release()
+        _lock.release()
     return True
+
+
+def set_budget(limit: int | None) -> None:
+    """Limit each request's stream output to `limit` bytes (None: unlimited)."""
+    global budget
+    budget = limit

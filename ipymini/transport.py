@@ -211,8 +211,11 @@ class ChannelThread(threading.Thread):
         due = self.iopub.partials_due
         if due is not None and now >= due:
             self.iopub.partials_due = None
-            if self.flush_partials is not None and not self.flush_partials(False):
-                self.iopub.partials_due = now + self.iopub.flush_interval
+            if self.flush_partials is not None:
+                if self.flush_partials(False):
+                    self.iopub.flush()  # that text has waited its interval already: send it now
+                else:
+                    self.iopub.partials_due = now + self.iopub.flush_interval
         sock = self.iopub_socket
         while True:
             frames = self._held

@@ -71,8 +71,11 @@ class KernelHarness:
             except queue.Empty:
                 return msgs
 
-    def iopub_until_idle(self, msg_id: str, timeout: float = TIMEOUT) -> list:
-        """Every iopub message parented to `msg_id`, through its `status: idle`."""
+    def iopub_until_idle(self, msg_id: str, timeout: float = TIMEOUT, keep_all: bool = False) -> list:
+        """Every iopub message parented to `msg_id` (all messages with keep_all), through its idle.
+
+        Each message gets an `arrived` field: time.monotonic() when the client read it.
+        """
         deadline = time.monotonic() + timeout
         msgs = []
         while True:
@@ -80,10 +83,11 @@ class KernelHarness:
             if left <= 0:
                 raise TimeoutError(f"no idle for {msg_id} within {timeout}s; got {[m['msg_type'] for m in msgs]}")
             msg = self.kc.get_iopub_msg(timeout=left)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            msgs.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            msg["arrived"] = time.monotonic()
+            mine = msg["parent_header"].get("msg_id") == msg_id
+            if mine or keep_all:
+                msgs.append(msg)
+            if mine and msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return msgs
 
     def shell_reply(self, msg_id: str, timeout: float = TIMEOUT, channel: str = "shell") -> dict:

@@ -1,0 +1,122 @@
+"""OS-level output capture: what subprocesses and C code write to file descriptors 1 and 2.
+
+Owns fds 1 and 2 while the kernel runs: each is replaced by a pipe whose text is written into the
+kernel's stdout/stderr stream, so `os.system`, `subprocess.run` without capture and C extensions show up
+in the cell. A reader thread forwards output as it arrives (subprocesses write while the cell waits on
+them); the streams also drain the pipes inline at most once a millisecond, so output a C call wrote just
+before a Python `print` comes out before it. C stdio buffers are flushed at the end of each cell.
+The kernel's own log keeps the original stderr. Turn it off with IPYMINI_CAPTURE_FD=0.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import select
+import threading
+
+log = logging.getLogger("ipymini")
+
+
+class FDCapture:
+    """Redirects fds 1 and 2 into KernelStreams (see module docstring)."""
+
+    def __init__(self, streams: dict):
+        self.streams = streams  # fd -> KernelStream
+        self.saved: dict[int, int] = {}  # fd -> duplicate of the original target
+        self.pipes: dict[int, int] = {}  # read end -> fd
+        self._decoders = {}
+        self._lock = threading.Lock()
+        self._stop_r = self._stop_w = None
+        self._thread = None
+        self._libc_fflush = None
+
+    def start(self) -> None:
+        for fd in self.streams:
+            self.saved[fd] = os.dup(fd)
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            os.set_blocking(r, False)
+            self.pipes[r] = fd
+            self._decoders[fd] = codecs.getincrementaldecoder("utf-8")("replace")
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._forward, name="ipymini-fd-capture", daemon=True)
+        self._thread.start()
+
+    def original_stderr(self):
+        """A text file on the original stderr, for the kernel's own log."""
+        fd = self.saved.get(2)
+        return os.fdopen(os.dup(fd), "w", buffering=1) if fd is not None else None
+
+    def _forward(self) -> None:
+        poller = select.poll()
+        for r in self.pipes:
+            poller.register(r, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
+        while True:
+            events = poller.poll()
+            if any(fd == self._stop_r for fd, _ in events):
+                return
+            if any(ev & (select.POLLHUP | select.POLLERR) for _, ev in events):
+                return
+            self.drain(blocking=True)
+
+    def drain(self, blocking: bool = False) -> None:
+        """Move whatever the pipes hold into the streams (skips if another thread is doing it)."""
+        if not self._lock.acquire(blocking):
+            return
+        try:
+            for r, fd in self.pipes.items():
+                chunks = []
+                while True:
+                    try:
+                        data = os.read(r, 1 << 16)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    chunks.append(data)
+                if chunks:
+                    text = self._decoders[fd].decode(b"".join(chunks))
+                    if text:
+                        self.streams[fd].write(text)
+        finally:
+            self._lock.release()
+
+    def flush_c_stdio(self) -> None:
+        """Flush C-level stdio buffers (printf from extensions) into the pipes, then drain them."""
+        if self._libc_fflush is None:
+            import ctypes
+
+            try:
+                self._libc_fflush = ctypes.CDLL(None).fflush
+            except (OSError, AttributeError):
+                self._libc_fflush = False
+        if self._libc_fflush:
+            self._libc_fflush(None)
+        self.drain(blocking=True)
+
+    def stop(self) -> None:
+        """Give fds 1 and 2 back to their original targets, forwarding what is left."""
+        if not self.saved:
+            return
+        try:
+            self.flush_c_stdio()
+        except Exception:
+            pass
+        for fd, saved in self.saved.items():
+            os.dup2(saved, fd)
+            os.close(saved)
+        self.saved.clear()
+        os.write(self._stop_w, b"x")
+        self._thread.join(2)
+        self.drain(blocking=True)
+        for r in self.pipes:
+            os.close(r)
+        self.pipes.clear()
+        os.close(self._stop_r)
+        os.close(self._stop_w)

@@ -1,0 +1,193 @@
+"""The output pipeline: real time, lossless floods, ordering, routing, OS-level output, budget, threads."""
+
+import time
+
+from kernel_harness import KernelHarness, of_type, stream_text
+
+
+def test_print_arrives_in_real_time(kernel):
+    t0 = time.monotonic()
+    msg_id = kernel.kc.execute("import time\nprint('early')\ntime.sleep(1.5)\nprint('late')")
+    arrivals, text = {}, ""
+    for msg in kernel.iopub_until_idle(msg_id):
+        if msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+            for line in text.splitlines(keepends=True):
+                arrivals.setdefault(line, msg["arrived"] - t0)
+    kernel.shell_reply(msg_id)
+    assert arrivals["early\n"] < 0.6, arrivals  # ~10 ms on an idle machine
+    assert arrivals["late\n"] - arrivals["early\n"] > 1.0
+
+
+def test_unterminated_line_arrives_without_newline(kernel):
+    t0 = time.monotonic()
+    msg_id = kernel.kc.execute("import time\nprint('progress...', end='')\ntime.sleep(1.5)")
+    first = None
+    for msg in kernel.iopub_until_idle(msg_id):
+        if msg["msg_type"] == "stream" and first is None:
+            first = msg["arrived"] - t0
+            assert msg["content"]["text"] == "progress..."
+    kernel.shell_reply(msg_id)
+    assert first is not None and first < 0.6
+
+
+LINE_FLOOD = "for i in range({n}): print(f'{{i:08d}} ' + 'x' * 91)"
+
+
+def _expected_lines(n):
+    return "".join(f"{i:08d} " + "x" * 91 + "\n" for i in range(n))
+
+
+def test_line_flood_is_lossless_and_ordered(kernel):
+    n = 50_000  # 5 MB
+    msgs = kernel.run_ok(LINE_FLOOD.format(n=n), timeout=60)
+    streams = of_type(msgs, "stream")
+    assert stream_text(msgs) == _expected_lines(n)
+    assert len(streams) < 200  # coalesced, not one message per print
+
+
+def test_large_single_write_is_lossless(kernel):
+    msgs = kernel.run_ok("import sys\nsys.stdout.write(''.join(chr(97 + i % 26) for i in range(5_000_000)))",
+                         timeout=60)
+    text = stream_text(msgs)
+    assert len(text) == 5_000_000
+    assert text == "".join(chr(97 + i % 26) for i in range(5_000_000))
+
+
+def test_display_flood_is_lossless_and_ordered(kernel):
+    msgs = kernel.run_ok("from IPython.display import display\nfor i in range(3000): display(i)", timeout=60)
+    values = [m["content"]["data"]["text/plain"] for m in of_type(msgs, "display_data")]
+    assert values == [str(i) for i in range(3000)]
+
+
+def test_flood_reaches_a_client_that_reads_iopub_after_the_reply(kernel):
+    n = 50_000
+    msg_id = kernel.kc.execute(LINE_FLOOD.format(n=n))
+    reply = kernel.shell_reply(msg_id, timeout=60)  # iopub is not read while the cell runs
+    assert reply["content"]["status"] == "ok"
+    msgs = kernel.iopub_until_idle(msg_id, timeout=60)
+    assert stream_text(msgs) == _expected_lines(n)
+
+
+def test_stdout_stderr_interleaving_is_kept(kernel):
+    msgs = kernel.run_ok("import sys\nfor i in range(50):\n    print(i)\n    print(-i, file=sys.stderr)")
+    sequence = []
+    for m in of_type(msgs, "stream"):
+        for line in m["content"]["text"].splitlines():
+            sequence.append((m["content"]["name"], line))
+    expected = []
+    for i in range(50):
+        expected += [("stdout", str(i)), ("stderr", str(-i))]
+    assert sequence == expected
+
+
+def test_streams_flushed_before_other_outputs(kernel):
+    reply, msgs = kernel.execute(
+        "import sys\nprint('a', end='')\nprint('b', end='', file=sys.stderr)\n"
+        "display('shown')\nprint('c', end='')\n1/0")
+    kinds = [(m["msg_type"], m["content"].get("text") or m["content"].get("name"))
+             for m in msgs if m["msg_type"] in ("stream", "display_data", "error")]
+    assert kinds[:2] == [("stream", "a"), ("stream", "b")]
+    assert kinds[2][0] == "display_data"
+    assert kinds[3] == ("stream", "c")
+    assert kinds[4][0] == "error"
+
+
+def test_thread_output_routes_to_its_cell_after_the_cell_ended(kernel):
+    first_id = kernel.kc.execute(
+        "import threading, time\n"
+        "def later():\n    time.sleep(0.5)\n    print('from the thread')\n"
+        "t = threading.Thread(target=later)\nt.start()")
+    kernel.shell_reply(first_id)
+    second_id = kernel.kc.execute("import time; time.sleep(1.5)")
+    kernel.shell_reply(second_id)
+    msgs = kernel.iopub_until_idle(second_id, keep_all=True)
+    # the thread's print came while the second cell ran, but belongs to the first
+    [busy2] = [m for m in msgs if m["parent_header"]["msg_id"] == second_id
+               and m["msg_type"] == "status" and m["content"]["execution_state"] == "busy"]
+    routed = [m for m in msgs if m["msg_type"] == "stream"]
+    assert [m["parent_header"]["msg_id"] for m in routed] == [first_id]
+    assert routed[0]["arrived"] > busy2["arrived"]
+
+
+def test_asyncio_task_and_pool_output_route_to_their_cell(kernel):
+    first = kernel.kc.execute(
+        "import asyncio, concurrent.futures, time\n"
+        "pool = concurrent.futures.ThreadPoolExecutor(1)\n"
+        "async def later():\n    await asyncio.sleep(0.4)\n    print('from the task')\n"
+        "task = asyncio.ensure_future(later())\n"
+        "pool.submit(lambda: (time.sleep(0.4), print('from the pool')))")
+    kernel.shell_reply(first)
+    second = kernel.kc.execute("import time; time.sleep(1.2)")  # blocks the loop: the task prints after
+    kernel.shell_reply(second)
+    msgs = kernel.iopub_until_idle(second, keep_all=True) + kernel.drain_iopub(0.5)
+    streams = {m["content"]["text"]: m["parent_header"]["msg_id"] for m in msgs if m["msg_type"] == "stream"}
+    assert streams.get("from the pool\n") == first
+    assert streams.get("from the task\n") == first
+    # a pool worker reused by a later cell prints for that later cell
+    third_msgs = kernel.run_ok("pool.submit(print, 'pool again').result()")
+    assert stream_text(third_msgs) == "pool again\n"
+
+
+def test_output_outside_any_cell_goes_to_the_latest_request(kernel):
+    kernel.run_ok(
+        "import contextvars, threading, time\n"
+        "def orphan():\n    time.sleep(0.5)\n    print('orphan output')\n"
+        "contextvars.Context().run(lambda: threading.Thread(target=orphan).start())")
+    msg_id = kernel.kc.execute("import time; time.sleep(1.2)")
+    kernel.shell_reply(msg_id)
+    msgs = kernel.iopub_until_idle(msg_id)
+    assert stream_text(msgs) == "orphan output\n"
+
+
+def test_os_level_output_is_captured_in_order(kernel):
+    msgs = kernel.run_ok("import os, subprocess\nprint('a')\nos.system('echo b')\nprint('c')\n"
+                         "subprocess.run(['echo', 'd'])\nprint('e')")
+    assert stream_text(msgs) == "a\nb\nc\nd\ne\n"
+    msgs = kernel.run_ok("import os\nos.write(2, b'raw stderr\\n')")
+    assert stream_text(msgs, "stderr") == "raw stderr\n"
+
+
+def test_c_level_printf_is_captured(kernel):
+    msgs = kernel.run_ok("import ctypes\nctypes.CDLL(None).printf(b'from C %d\\n', 42)")
+    assert "from C 42\n" in stream_text(msgs)
+
+
+def test_concurrent_threads_never_split_a_line(kernel):
+    code = (
+        "import threading\n"
+        "def spam(k):\n    for i in range(500):\n        print(f'thread-{k}-line-{i}-' + 'z' * 40)\n"
+        "ts = [threading.Thread(target=spam, args=(k,)) for k in range(6)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]"
+    )
+    text = stream_text(kernel.run_ok(code, timeout=60))
+    lines = text.splitlines()
+    expected = {f"thread-{k}-line-{i}-" + "z" * 40 for k in range(6) for i in range(500)}
+    assert len(lines) == len(expected)
+    assert set(lines) == expected
+    for k in range(6):  # each thread's lines stay in its own order
+        mine = [line for line in lines if line.startswith(f"thread-{k}-")]
+        assert mine == [f"thread-{k}-line-{i}-" + "z" * 40 for i in range(500)]
+
+
+def test_fd_capture_can_be_turned_off():
+    k = KernelHarness(env={"IPYMINI_CAPTURE_FD": "0"})
+    try:
+        msgs = k.run_ok("import os\nprint('py')\nos.system('echo not-captured >/dev/null; echo shell')")
+        assert stream_text(msgs) == "py\n"
+    finally:
+        k.stop()
+
+
+def test_output_budget_notice():
+    k = KernelHarness(env={"IPYMINI_OUTPUT_LIMIT": "1000"})
+    try:
+        msgs = k.run_ok("for i in range(100): print('y' * 49)")
+        out = stream_text(msgs, "stdout")
+        assert out == ("y" * 49 + "\n") * 20  # exactly the first 1000 bytes
+        notice = stream_text(msgs, "stderr")
+        assert "output limit of 1,000 bytes" in notice and "4,000 more bytes" in notice
+        # the next cell starts with a fresh budget
+        assert stream_text(k.run_ok("print('fresh')")) == "fresh\n"
+    finally:
+        k.stop()
