@@ -84,6 +84,8 @@ class ChannelThread(threading.Thread):
         self.stopped = threading.Event()
         self._iopub_blocked_since = None
         self._held = None  # iopub frames refused by a full subscriber, sent first when room returns
+        self.stall_timeout = float(os.environ.get("IPYMINI_IOPUB_STALL_TIMEOUT", "10"))
+        self._warned_stall = False
         self.flush_partials = None  # callable publishing threads' unfinished lines (set by the kernel)
 
     # -- called from any thread --
@@ -226,13 +228,42 @@ class ChannelThread(threading.Thread):
             try:
                 sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                self._held = frames
-                return
+                if not self._stalled_too_long(now):
+                    self._held = frames
+                    return
+                self._send_past_stalled(frames)
+                self._held = None
+                continue  # still stalled: the next message that finds no room goes the same way
             except zmq.ZMQError as e:
                 log.warning("could not publish on iopub: %s", e)
             self._held = None
+            self._iopub_blocked_since = None
             if self.outbox:  # replies whose outputs are now sent go out before later iopub messages
                 self._send_outbox()
+
+    def _stalled_too_long(self, now: float) -> bool:
+        """A subscriber has had no room for `stall_timeout` seconds (a client that stopped reading)."""
+        if self._iopub_blocked_since is None:
+            self._iopub_blocked_since = now
+        return now - self._iopub_blocked_since >= self.stall_timeout
+
+    def _send_past_stalled(self, frames) -> None:
+        """Send once without NODROP: subscribers with room get the message, the full one loses it.
+
+        Output never waits forever on a client that stopped reading, and clients that read keep
+        receiving everything. The next message tries losslessly again, so a client that resumes
+        reading gets lossless delivery back at once.
+        """
+        sock = self.iopub_socket
+        if not self._warned_stall:
+            log.warning("an iopub subscriber has not read for %.0f s; it misses messages until it "
+                        "reads again", self.stall_timeout)
+            self._warned_stall = True
+        sock.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        finally:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
 
     def _greet_subscribers(self) -> None:
         while True:
@@ -276,7 +307,7 @@ class Transport:
             if channel == "iopub":
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # a subscription event for every subscriber
                 sock.setsockopt(zmq.XPUB_NODROP, 1)  # full subscriber: EAGAIN, never a silent drop
-                sock.sndhwm = 1000
+                sock.sndhwm = int(os.environ.get("IPYMINI_IOPUB_HWM", "1000"))
             if channel in ("shell", "control", "stdin"):
                 sock.router_handover = 1  # a reconnecting client with the same identity takes over
             apply_curve(sock, conn)

@@ -191,3 +191,26 @@ def test_output_budget_notice():
         assert stream_text(k.run_ok("print('fresh')")) == "fresh\n"
     finally:
         k.stop()
+
+
+def test_a_client_that_stops_reading_does_not_stall_the_others():
+    import zmq
+
+    k = KernelHarness(env={"IPYMINI_IOPUB_STALL_TIMEOUT": "1", "IPYMINI_IOPUB_HWM": "8"})
+    stalled = None
+    try:
+        info = k.km.get_connection_info()
+        stalled = zmq.Context.instance().socket(zmq.SUB)
+        stalled.rcvhwm = 8
+        stalled.setsockopt(zmq.RCVBUF, 1 << 16)
+        stalled.setsockopt(zmq.SUBSCRIBE, b"")
+        stalled.connect(f"tcp://{info['ip']}:{info['iopub_port']}")  # subscribes, then never reads
+        k.drain_iopub(0.5)
+        n = 300_000  # 30 MB: far more than the stalled subscriber's buffers hold
+        msgs = k.run_ok(LINE_FLOOD.format(n=n), timeout=120)
+        assert stream_text(msgs) == _expected_lines(n)  # the reading client lost nothing
+        assert stream_text(k.run_ok("print('still serving')")) == "still serving\n"
+    finally:
+        if stalled is not None:
+            stalled.close(linger=0)
+        k.stop()
