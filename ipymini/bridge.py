@@ -32,6 +32,7 @@ class Bridge:
         self.shell = shell
         shell.display_pub.session = kernel.session  # some libraries read display_pub.session
         shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
+        shell.make_thread_safe()
         run_params = inspect.signature(shell.run_cell_async).parameters
         self._run_kwargs = {k for k in ("cell_id", "cell_meta") if k in run_params}
         self._install_input()
@@ -47,7 +48,7 @@ class Bridge:
 
     # -- execution --
 
-    async def execute(self, code: str, silent: bool, store_history: bool, cell_id=None,
+    async def execute(self, code: str, silent: bool, store_history: bool, worker, cell_id=None,
                       cell_meta=None) -> dict:
         """Run one cell; returns the reply content's status part (status, and the error when it failed)."""
         shell = self.shell
@@ -66,24 +67,23 @@ class Bridge:
                                     transformed_cell=transformed,
                                     preprocessing_exc_tuple=preprocessing_exc, **kwargs)
         result = None
-        kernel = self.kernel
         try:
             if shell.should_run_async(code, transformed_cell=transformed,
                                       preprocessing_exc_tuple=preprocessing_exc):
                 task = asyncio.ensure_future(coro)
-                kernel.cell_task = task
+                worker.cell_task = task
                 try:
                     result = await task
                 finally:
-                    kernel.cell_task = None
+                    worker.cell_task = None
             else:
                 # IPython's run_cell would also tee every stdout write into history_manager.outputs:
                 # a per-write cost and unbounded memory under floods. Stepping the coroutine avoids it.
-                kernel.executing = True
+                worker.executing = True
                 try:
                     result = _pseudo_sync_runner(coro)
                 finally:
-                    kernel.executing = False
+                    worker.executing = False
         except BaseException:
             shell.showtraceback()
         finally:

@@ -30,9 +30,13 @@ from .iopub import IOPubQueue
 from .messages import Request, problem_with
 from .routing import parent_request
 from .streams import KernelStream
+from .subshells import (INPUT_INTERRUPTED, ShellWorker, SubshellManager, in_kernel_code,
+                        interruptible, subshell_history)
 from .transport import Transport
 
 log = logging.getLogger("ipymini")
+
+COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 HELP_LINKS = [
     {"text": "Python Reference", "url": "https://docs.python.org/%d.%d" % sys.version_info[:2]},
@@ -54,14 +58,13 @@ class Kernel:
         self.iopub = IOPubQueue(self.session, self.transport.io_waker.wake)
         self.bridge: Bridge | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.shell_queue: asyncio.Queue | None = None
         self.main_thread_ident = threading.main_thread().ident
         self.stopping = False
-        self.executing = False  # a synchronous cell is running on the main thread
-        self.cell_task: asyncio.Task | None = None  # the running cell, when it awaits
-        self.cancelled_by_interrupt = False
-        self.abort_through = 0  # queued execute requests up to this arrival number are aborted
-        self._shell_seq = 0
+        self.main = ShellWorker(self)  # the parent shell, on the main thread
+        self.subshells = SubshellManager(self)
+        self._interrupt_retry = False  # the next SIGINT is our own retry of a deferred interrupt
+        # comm messages run on the parent shell, serialized with its cells, unless this is set
+        self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
         self._input_waiters: dict[str, queue.SimpleQueue] = {}
         self.fd_capture: FDCapture | None = None
         self.shell_handlers = {
@@ -82,6 +85,9 @@ class Kernel:
             "interrupt_request": self.interrupt_request,
             "debug_request": self.debug_request,
             "comm_info_request": self.comm_info_request,
+            "create_subshell_request": self.create_subshell_request,
+            "list_subshell_request": self.list_subshell_request,
+            "delete_subshell_request": self.delete_subshell_request,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -91,7 +97,7 @@ class Kernel:
         routing.install_context_propagation()
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.shell_queue = asyncio.Queue()
+        self.main.attach(self.loop)
         self.transport.start(self.iopub, self._on_io_message, self._on_control_message)
         self.transport.io_thread.flush_partials = streams.flush_all
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
@@ -100,10 +106,10 @@ class Kernel:
         self.bridge = Bridge(self, self.app)
         self.bridge.start()
         signal.signal(signal.SIGINT, self._on_sigint)
-        worker = None
+        serving = None
         while not self.stopping:
-            if worker is None or worker.done():
-                worker = self.loop.create_task(self._serve_shell())
+            if serving is None or serving.done():
+                serving = self.loop.create_task(self.main.serve())
             try:
                 self.loop.run_forever()
             except KeyboardInterrupt:
@@ -133,6 +139,7 @@ class Kernel:
     def _finish(self) -> None:
         for waiter in list(self._input_waiters.values()):
             waiter.put(None)
+        self.subshells.stop_all()
         try:
             self.bridge.shutdown()
         except Exception:
@@ -147,24 +154,37 @@ class Kernel:
     def request_stop(self) -> None:
         """Stop serving (from any thread): interrupts a running cell, then ends the main loop."""
         self.stopping = True
-        if self.executing or self.cell_task is not None:
+        if self.main.busy:
             self.interrupt()
         self.loop.call_soon_threadsafe(self.loop.stop)
 
     def interrupt(self) -> None:
-        """Interrupt the main thread as a SIGINT from the kernel manager would."""
+        """Interrupt every running cell, as a SIGINT from the kernel manager does."""
+        self.interrupt_main()
+
+    def interrupt_main(self) -> None:
+        """Send SIGINT to the main thread; its handler interrupts the subshells as well."""
         signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
 
     def _on_sigint(self, signum, frame) -> None:
-        task = self.cell_task
-        if task is not None:
-            if asyncio.current_task(self.loop) is task:
-                raise KeyboardInterrupt  # the cell is computing, not awaiting
-            self.cancelled_by_interrupt = True
-            self.loop.call_soon_threadsafe(task.cancel)
-        elif self.executing:
+        if self._interrupt_retry:
+            self._interrupt_retry = False
+        else:
+            for worker in self.subshells.workers():
+                worker.interrupt()
+        main = self.main
+        task = main.cell_task
+        computing = main.executing or (task is not None and asyncio.current_task(self.loop) is task)
+        if computing:
+            if in_kernel_code(frame):
+                # never break the kernel's own bookkeeping (output queue, wake-ups): try again soon
+                self._interrupt_retry = True
+                threading.Timer(0.002, self.interrupt_main).start()
+                return
             raise KeyboardInterrupt
-        # idle (or inside the kernel's own code): nothing to interrupt
+        if task is not None:
+            main.interrupt()  # the cell awaits: cancel it
+        # idle (or inside the kernel's own code between cells): nothing to interrupt
 
     # ------------------------------------------------------------------ incoming messages
 
@@ -173,9 +193,16 @@ class Kernel:
         if channel == "stdin":
             self._deliver_input(msg)
             return
-        self._shell_seq += 1
-        req = Request("shell", idents, msg, seq=self._shell_seq)
-        self.loop.call_soon_threadsafe(self.shell_queue.put_nowait, req)
+        header = msg.get("header") if isinstance(msg.get("header"), dict) else {}
+        subshell_id = header.get("subshell_id")
+        req = Request("shell", idents, msg, subshell_id=subshell_id)
+        worker = self.main
+        if subshell_id is not None and (self.comms_on_subshells or header.get("msg_type") not in COMM_TYPES):
+            worker = self.subshells.get(subshell_id) if isinstance(subshell_id, str) else None
+            if worker is None:
+                self._refuse_unknown_subshell(req)
+                return
+        worker.submit(req)
 
     def _on_control_message(self, channel: str, idents: list, msg: dict) -> None:
         """Control thread: handle the request right here."""
@@ -186,30 +213,42 @@ class Kernel:
         finally:
             routing.current_request.reset(token)
 
-    async def _serve_shell(self) -> None:
-        while True:
-            req = await self.shell_queue.get()
-            routing.set_latest(req)
-            token = routing.current_request.set(req)
-            try:
-                self._publish_status("busy", req)
-                problem = problem_with(req.msg)
-                handler = self.shell_handlers.get(req.msg_type)
-                if problem or handler is None:
-                    self._refuse(req, problem)
-                elif req.msg_type == "execute_request" and req.seq <= self.abort_through:
-                    self.send_reply(req, {"status": "aborted"}, metadata={"status": "aborted"})
-                else:
-                    try:
-                        result = handler(req)
-                        if asyncio.iscoroutine(result):
-                            await result
-                    except BaseException as e:  # a handler bug or a stray interrupt still gets a reply
-                        self._reply_exception(req, e)
-                streams.flush_all()
-                self._publish_status("idle", req)
-            finally:
-                routing.current_request.reset(token)
+    async def handle_shell(self, req: Request, worker: ShellWorker) -> None:
+        """Handle one shell request on its worker: busy, the handler's outputs and reply, idle."""
+        routing.set_latest(req)
+        token = routing.current_request.set(req)
+        try:
+            self._publish_status("busy", req)
+            problem = problem_with(req.msg)
+            handler = self.shell_handlers.get(req.msg_type)
+            if problem or handler is None:
+                self._refuse(req, problem)
+            elif req.msg_type == "execute_request" and req.seq <= worker.abort_through:
+                self.send_reply(req, {"status": "aborted"}, metadata={"status": "aborted"})
+            else:
+                try:
+                    result = handler(req)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except BaseException as e:  # a handler bug or a stray interrupt still gets a reply
+                    self._reply_exception(req, e)
+            streams.flush_all()
+            self._publish_status("idle", req)
+        finally:
+            routing.current_request.reset(token)
+
+    def _refuse_unknown_subshell(self, req: Request) -> None:
+        """IO thread: a shell request for a subshell that does not exist gets an error reply."""
+        if problem_with(req.msg) is not None:
+            self._refuse(req, problem_with(req.msg))
+            return
+        self._publish_status("busy", req)
+        if req.msg_type.endswith("_request"):
+            self.send_reply(req, {"status": "error", "ename": "UnknownSubshell",
+                                  "evalue": f"unknown subshell_id {req.subshell_id!r}", "traceback": []})
+        else:
+            log.warning("dropped a %s for unknown subshell_id %r", req.msg_type, req.subshell_id)
+        self._publish_status("idle", req)
 
     def _dispatch_sync(self, req: Request, handlers: dict) -> None:
         self._publish_status("busy", req)
@@ -284,13 +323,21 @@ class Kernel:
         silent = bool(c.get("silent", False))
         store_history = bool(c.get("store_history", not silent)) and not silent
         bridge = self.bridge
+        worker = req.worker
+        subshell = worker.subshell_id is not None
+        count = worker.execution_count if subshell else bridge.execution_count
         if not silent:
-            self.publish("execute_input", {"code": code, "execution_count": bridge.execution_count})
-        self.cancelled_by_interrupt = False
+            self.publish("execute_input", {"code": code, "execution_count": count})
+        worker.cancelled_by_interrupt = False
         cell_id = (req.msg.get("metadata") or {}).get("cellId")
-        status = await bridge.execute(code, silent, store_history, cell_id=cell_id,
-                                      cell_meta=req.msg.get("metadata"))
-        reply = {**status, "execution_count": bridge.execution_count - 1}
+        # a subshell keeps its own count and history; IPython's belong to the parent shell
+        status = await bridge.execute(code, silent, store_history and not subshell, worker,
+                                      cell_id=cell_id, cell_meta=req.msg.get("metadata"))
+        if subshell and store_history:
+            worker.history.append((count, code))
+            worker.execution_count += 1
+        reply = {**status, "execution_count": (worker.execution_count if subshell
+                                               else bridge.execution_count) - 1}
         expressions = c.get("user_expressions") or {}
         reply["user_expressions"] = (bridge.user_expressions(expressions)
                                      if status["status"] == "ok" and isinstance(expressions, dict) else {})
@@ -298,7 +345,7 @@ class Kernel:
         self._finish_output(req)
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
             self.transport.io_thread.sync()  # take in what the client already sent, then abort it
-            self.abort_through = self._shell_seq
+            worker.abort_through = worker.seq
         self.send_reply(req, reply, metadata={"status": status["status"]})
         if bridge.shell.exit_now:
             bridge.shell.exit_now = False  # `exit` asks the frontend (ask_exit payload) to close us
@@ -328,7 +375,11 @@ class Kernel:
         self.send_reply(req, self.bridge.is_complete(req.content["code"]))
 
     def history_request(self, req: Request) -> None:
-        self.send_reply(req, self.bridge.history(req.content))
+        worker = req.worker
+        if worker is not None and worker.subshell_id is not None:
+            self.send_reply(req, subshell_history(worker, req.content))
+        else:
+            self.send_reply(req, self.bridge.history(req.content))
 
     def kernel_info_request(self, req: Request) -> None:
         import IPython
@@ -343,7 +394,7 @@ class Kernel:
                       "-- An enhanced Interactive Python. Type '?' for help.\n",
             "help_links": HELP_LINKS,
             "debugger": False,
-            "supported_features": [],
+            "supported_features": ["kernel subshells"],
         })
 
     def comm_info_request(self, req: Request) -> None:
@@ -373,8 +424,23 @@ class Kernel:
                               "command": c.get("command", ""), "message": "debugger is not available",
                               "body": {}})
 
+    def create_subshell_request(self, req: Request) -> None:
+        self.send_reply(req, {"status": "ok", "subshell_id": self.subshells.create()})
+
+    def list_subshell_request(self, req: Request) -> None:
+        self.send_reply(req, {"status": "ok", "subshell_id": self.subshells.ids()})
+
+    def delete_subshell_request(self, req: Request) -> None:
+        subshell_id = req.content.get("subshell_id")
+        if isinstance(subshell_id, str) and self.subshells.delete(subshell_id):
+            self.send_reply(req, {"status": "ok"})
+        else:
+            self.send_reply(req, {"status": "error", "ename": "UnknownSubshell",
+                                  "evalue": f"unknown subshell_id {subshell_id!r}", "traceback": []})
+
     # ------------------------------------------------------------------ stdin
 
+    @interruptible
     def request_input(self, prompt: str, password: bool) -> str:
         """Ask the client of the current request for a line of input (input() and getpass())."""
         from IPython.core.error import StdinNotImplementedError
@@ -388,6 +454,9 @@ class Kernel:
         waiter: queue.SimpleQueue = queue.SimpleQueue()
         msg_id = msg["header"]["msg_id"]
         self._input_waiters[msg_id] = waiter
+        worker = req.worker
+        if worker is not None:
+            worker.input_waiter = waiter
         try:
             streams.flush_all()
             self.iopub.flush()
@@ -396,6 +465,10 @@ class Kernel:
             value = waiter.get()
         finally:
             self._input_waiters.pop(msg_id, None)
+            if worker is not None:
+                worker.input_waiter = None
+        if value is INPUT_INTERRUPTED:
+            raise KeyboardInterrupt
         if value is None:
             raise EOFError("the kernel is shutting down")
         if value == "\x04":

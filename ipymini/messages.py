@@ -32,6 +32,7 @@ class Request:
     msg: dict
     seq: int = 0  # arrival order on its channel, used to abort what was queued before an error
     subshell_id: str | None = None
+    worker: object = None  # the ShellWorker serving it (shell requests)
     extra: dict = field(default_factory=dict)
 
     @property

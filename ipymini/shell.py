@@ -15,7 +15,19 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.autocall import ExitAutocall
+from IPython.core.builtin_trap import BuiltinTrap
+from IPython.core.display_trap import DisplayTrap
+from IPython.core.payload import PayloadManager
 from traitlets import Any, Type
+
+from .routing import parent_request
+
+
+def _subshell_worker():
+    """The subshell worker running the current cell, or None on the parent shell."""
+    req = parent_request()
+    worker = req.worker if req is not None else None
+    return worker if worker is not None and worker.subshell_id is not None else None
 
 
 class KernelDisplayHook(DisplayHook):
@@ -27,7 +39,17 @@ class KernelDisplayHook(DisplayHook):
         self._local.result = {"data": {}, "metadata": {}}
 
     def write_output_prompt(self):
-        self._local.result["execution_count"] = self.prompt_count
+        worker = _subshell_worker()
+        count = worker.execution_count if worker is not None else self.prompt_count
+        self._local.result["execution_count"] = count
+
+    def update_user_ns(self, result):
+        if _subshell_worker() is None:  # subshells leave the parent's Out, _ and _N alone
+            super().update_user_ns(result)
+
+    def log_output(self, format_dict):
+        if _subshell_worker() is None:
+            super().log_output(format_dict)
 
     def write_format_data(self, format_dict, md_dict=None):
         self._local.result["data"] = format_dict
@@ -80,6 +102,41 @@ class KernelDisplayPublisher(DisplayPublisher):
             kernel.publish(msg_type, content)
 
 
+class _Permanent:
+    """A trap already installed for good: entering and leaving it around a cell does nothing."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+class _PermanentBuiltinTrap(_Permanent, BuiltinTrap):
+    pass
+
+
+class _PermanentDisplayTrap(_Permanent, DisplayTrap):
+    pass
+
+
+class KernelPayloadManager(PayloadManager):
+    """Payloads (pager text, set_next_input, ask_exit) kept per thread: subshells run concurrently."""
+
+    _local = threading.local()
+
+    @property
+    def _payload(self):
+        payload = getattr(self._local, "payload", None)
+        if payload is None:
+            payload = self._local.payload = []
+        return payload
+
+    @_payload.setter
+    def _payload(self, value):
+        self._local.payload = value
+
+
 class KernelExitAutocall(ExitAutocall):
     """`exit` / `quit`: ask the frontend to close; `exit(keep_kernel=True)` keeps the kernel."""
 
@@ -95,8 +152,34 @@ class KernelShell(InteractiveShell):
     exiter = Any()
     kernel = Any(allow_none=True)  # `get_ipython().kernel`, which widget libraries look for
 
+    _thread_state = threading.local()
+
     def _exiter_default(self):
         return KernelExitAutocall(self)
+
+    def init_payload(self):
+        self.payload_manager = KernelPayloadManager(parent=self)
+        self.configurables.append(self.payload_manager)
+
+    @property
+    def last_error(self):
+        """The error shown by the cell running on this thread (None if it succeeded so far)."""
+        return getattr(self._thread_state, "last_error", None)
+
+    @last_error.setter
+    def last_error(self, value):
+        self._thread_state.last_error = value
+
+    def make_thread_safe(self) -> None:
+        """Install the builtins and display hook once for the kernel's lifetime.
+
+        IPython swaps them in and out around each cell with nesting counters, which breaks when
+        subshells run cells on several threads at once.
+        """
+        self.builtin_trap.activate()
+        sys.displayhook = self.displayhook
+        self.builtin_trap = _PermanentBuiltinTrap(shell=self)
+        self.display_trap = _PermanentDisplayTrap(hook=self.displayhook)
 
     def init_io(self):
         pass  # the kernel installs sys.stdout / sys.stderr itself
@@ -126,7 +209,9 @@ class KernelShell(InteractiveShell):
 
     def showtraceback(self, exc_tuple=None, *args, **kwargs):
         etype = sys.exc_info()[0] if exc_tuple is None else exc_tuple[0]
-        if etype is asyncio.CancelledError and self.kernel is not None and self.kernel.cancelled_by_interrupt:
+        req = parent_request()
+        worker = req.worker if req is not None else None
+        if etype is asyncio.CancelledError and worker is not None and worker.cancelled_by_interrupt:
             # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
             tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
             exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)

@@ -29,21 +29,20 @@ CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
 
 class Waker:
-    """A self-pipe a thread can poll on; `wake()` is cheap when a wake-up is already pending."""
+    """A self-pipe a thread can poll on. `wake()` always writes a byte: a flag to skip the syscall
+    could be left set by a KeyboardInterrupt landing between its two steps, and a lost wake-up would
+    leave the IO thread asleep with messages queued."""
 
     def __init__(self):
         self.rfd, self.wfd = os.pipe()
         os.set_blocking(self.rfd, False)
         os.set_blocking(self.wfd, False)
-        self._pending = False
 
     def wake(self) -> None:
-        if not self._pending:
-            self._pending = True
-            try:
-                os.write(self.wfd, b"x")
-            except BlockingIOError:
-                pass
+        try:
+            os.write(self.wfd, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
 
     def clear(self) -> None:
         try:
@@ -51,7 +50,6 @@ class Waker:
                 pass
         except BlockingIOError:
             pass
-        self._pending = False
 
     def close(self) -> None:
         os.close(self.rfd)

@@ -1,0 +1,223 @@
+"""Shell workers: the parent shell and JEP 91 subshells.
+
+A ShellWorker serves one shell's requests in arrival order on one thread's asyncio loop: the parent
+shell on the main thread, each subshell on a thread of its own. All share IPython's user namespace.
+A worker owns what is per-shell: its queue, its abort window after an error, whether a cell is running
+(for interrupts), and for subshells their own execution count and history (the parent's In/Out and
+IPython history are left alone).
+
+Interrupts: SIGINT reaches the main thread only. The kernel's handler interrupts every running
+subshell too: a cell that awaits is cancelled; a cell computing on its thread gets KeyboardInterrupt
+raised asynchronously at its next bytecode (a blocking C call such as time.sleep finishes first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import sys
+import threading
+import time
+import uuid
+
+KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+_INTERRUPTIBLE: set = set()
+INPUT_INTERRUPTED = object()  # put in an input() waiter to end the wait with KeyboardInterrupt
+
+
+def interruptible(func):
+    """Mark a kernel function whose waiting may be interrupted (it holds no kernel state then)."""
+    _INTERRUPTIBLE.add(func.__code__)
+    return func
+
+
+def in_kernel_code(frame) -> bool:
+    """Whether `frame` runs ipymini's own code, where an interrupt must not land (it could break
+    the invariants of the output queue or a wake-up)."""
+    return (frame is not None and frame.f_code.co_filename.startswith(KERNEL_DIR)
+            and frame.f_code not in _INTERRUPTIBLE)
+
+
+class ShellWorker:
+    """One shell's request queue, served in order on its own asyncio loop."""
+
+    def __init__(self, kernel, subshell_id: str | None = None):
+        self.kernel = kernel
+        self.subshell_id = subshell_id
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue | None = None
+        self.thread: threading.Thread | None = None
+        self.seq = 0  # requests received, in order
+        self.abort_through = 0  # execute requests received up to this number are aborted
+        self.executing = False  # a synchronous cell runs on this worker's thread
+        self.cell_task: asyncio.Task | None = None  # the running cell, while it awaits
+        self.cancelled_by_interrupt = False
+        self.execution_count = 1  # subshells count their own cells
+        self.history: list[tuple[int, str]] = []  # a subshell's (count, code), for history_request
+        self.input_waiter = None  # the queue an input() on this shell waits on
+        self._ready = threading.Event()
+        self._stopped = False
+
+    # -- any thread --
+
+    def submit(self, req) -> None:
+        """Queue a request (called on the IO thread, the only producer, so `seq` needs no lock)."""
+        self.seq += 1
+        req.seq = self.seq
+        req.worker = self
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, req)
+
+    def interrupt(self) -> None:
+        """Stop the running cell, if any, with KeyboardInterrupt (called from the main thread)."""
+        task = self.cell_task
+        waiter = self.input_waiter
+        if waiter is not None and self.thread is not None:
+            waiter.put(INPUT_INTERRUPTED)  # a subshell waiting in input()
+        elif task is not None:
+            self.cancelled_by_interrupt = True
+            self.loop.call_soon_threadsafe(task.cancel)
+        elif self.executing and self.thread is not None:
+            threading.Thread(target=self._raise_in_cell, name="ipymini-interrupter", daemon=True).start()
+
+    def _raise_in_cell(self, attempts: int = 2000) -> None:
+        """Raise KeyboardInterrupt in this subshell's thread once it runs user code, not ours."""
+        ident = self.thread.ident
+        for _ in range(attempts):
+            if not self.executing:
+                return
+            if not in_kernel_code(sys._current_frames().get(ident)):
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                           ctypes.py_object(KeyboardInterrupt))
+                return
+            time.sleep(0.001)
+
+    @property
+    def busy(self) -> bool:
+        return self.executing or self.cell_task is not None
+
+    # -- the parent shell, on the main thread's loop --
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue = asyncio.Queue()
+
+    async def serve(self) -> None:
+        """Handle this shell's requests one after another, forever."""
+        while True:
+            req = await self.queue.get()
+            await self.kernel.handle_shell(req, self)
+
+    # -- a subshell's own thread --
+
+    def start_thread(self) -> None:
+        self.thread = threading.Thread(target=self._run, name=f"ipymini-subshell-{self.subshell_id}",
+                                       daemon=True)
+        self.thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.attach(loop)
+        serving = loop.create_task(self.serve())
+        self._ready.set()
+        try:
+            while not self._stopped:
+                try:
+                    loop.run_forever()
+                except KeyboardInterrupt:
+                    # an interrupt that escaped a cell; serve on unless we were asked to stop
+                    if serving.done() and not self._stopped:
+                        serving = loop.create_task(self.serve())
+        finally:
+            serving.cancel()
+            try:
+                loop.run_until_complete(asyncio.gather(serving, return_exceptions=True))
+            except BaseException:
+                pass
+            loop.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop this subshell's thread, interrupting a running cell first."""
+        self._stopped = True
+        if self.busy:
+            self.interrupt()
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+
+class SubshellManager:
+    """The live subshells by id (thread-safe: used by the control, IO and main threads)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self._lock = threading.Lock()
+        self._workers: dict[str, ShellWorker] = {}
+
+    def create(self) -> str:
+        subshell_id = str(uuid.uuid4())
+        worker = ShellWorker(self.kernel, subshell_id)
+        worker.start_thread()
+        with self._lock:
+            self._workers[subshell_id] = worker
+        return subshell_id
+
+    def get(self, subshell_id: str) -> ShellWorker | None:
+        with self._lock:
+            return self._workers.get(subshell_id)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._workers)
+
+    def workers(self) -> list[ShellWorker]:
+        with self._lock:
+            return list(self._workers.values())
+
+    def delete(self, subshell_id: str) -> bool:
+        """Stop and forget a subshell; False if there is no such subshell."""
+        with self._lock:
+            worker = self._workers.pop(subshell_id, None)
+        if worker is None:
+            return False
+        worker.stop()
+        return True
+
+    def stop_all(self) -> None:
+        for subshell_id in self.ids():
+            self.delete(subshell_id)
+
+
+def subshell_history(worker: ShellWorker, content: dict) -> dict:
+    """history_reply content from a subshell's own history (session 0: this kernel's run)."""
+    rows = [(0, count, code) for count, code in worker.history]
+    kind = content.get("hist_access_type")
+    n = content.get("n")
+    if kind == "tail":
+        rows = rows[-int(n):] if n else rows
+    elif kind == "range":
+        start = int(content.get("start", 0) or 0)
+        stop = content.get("stop")
+        rows = [r for r in rows if r[1] >= start and (stop is None or r[1] < int(stop))]
+    elif kind == "search":
+        import fnmatch
+
+        pattern = content.get("pattern", "*")
+        rows = [r for r in rows if fnmatch.fnmatchcase(r[2], pattern)]
+        if content.get("unique"):
+            seen, unique = set(), []
+            for r in reversed(rows):
+                if r[2] not in seen:
+                    seen.add(r[2])
+                    unique.append(r)
+            rows = unique[::-1]
+        if n:
+            rows = rows[-int(n):]
+    if content.get("output"):
+        rows = [(s, c, (code, None)) for s, c, code in rows]
+    return {"status": "ok", "history": [list(r) for r in rows]}
