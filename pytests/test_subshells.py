@@ -275,3 +275,14 @@ def test_randomized_stress_every_request_gets_one_reply_and_one_idle():
             f"{len(expected)}\n"
     finally:
         k.stop()
+
+
+def test_interrupt_ends_input_wait_in_a_subshell(kernel):
+    sub = create(kernel)
+    msg_id = execute(kernel, "input('never answered? ')", sub, allow_stdin=True)
+    kernel.kc.get_stdin_msg(timeout=10)  # the prompt is out; do not answer it
+    kernel.km.interrupt_kernel()
+    replies, _ = wait_all(kernel, [msg_id], timeout=10)
+    assert replies[msg_id]["content"]["ename"] == "KeyboardInterrupt"
+    assert run(kernel, "1", sub)[0]["content"]["status"] == "ok"
+    control(kernel, "delete_subshell_request", {"subshell_id": sub})
