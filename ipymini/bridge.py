@@ -87,6 +87,8 @@ class Bridge:
         except BaseException:
             shell.showtraceback()
         finally:
+            cell_error = shell.last_error
+            # a failing post-execute hook is shown as an error output, but the cell itself succeeded
             for event, args in (("post_execute", ()), ("post_run_cell", (result,))):
                 if event == "post_run_cell" and silent:
                     continue
@@ -94,9 +96,9 @@ class Bridge:
                     shell.events.trigger(event, *args)
                 except Exception:
                     shell.showtraceback()
-        if result is not None and result.success and shell.last_error is None:
+        if result is not None and result.success and cell_error is None:
             return {"status": "ok"}
-        error = shell.last_error
+        error = cell_error
         if error is None:  # failed without a traceback being shown (should not happen)
             err = result.error_before_exec or result.error_in_exec if result is not None else None
             error = {"ename": type(err).__name__, "evalue": str(err), "traceback": []}

@@ -23,7 +23,7 @@ import traceback
 
 from jupyter_client.session import Session
 
-from . import PROTOCOL_VERSION, __version__, routing, streams
+from . import PROTOCOL_VERSION, __version__, lifecycle, routing, streams
 from .bridge import Bridge, language_info
 from .fdcapture import FDCapture
 from .iopub import IOPubQueue
@@ -54,6 +54,8 @@ class Kernel:
         self.session = Session(key=key.encode() if isinstance(key, str) else key,
                                signature_scheme=conn.get("signature_scheme", "hmac-sha256"),
                                username="kernel", check_pid=False)
+        # refuse a replayed signature for the kernel's whole lifetime (~150 bytes per message received)
+        self.session.digest_history_size = 2**62
         self.transport = Transport(conn, self.session)
         self.iopub = IOPubQueue(self.session, self.transport.io_waker.wake)
         self.bridge: Bridge | None = None
@@ -95,10 +97,12 @@ class Kernel:
     def run(self) -> int:
         """Serve until a shutdown request; returns the process exit code."""
         routing.install_context_propagation()
+        lifecycle.become_group_leader()
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.main.attach(self.loop)
-        self.transport.start(self.iopub, self._on_io_message, self._on_control_message)
+        self.transport.start(self.iopub, self._on_io_message, self._on_control_message,
+                             on_crash=self.request_stop)
         self.transport.io_thread.flush_partials = streams.flush_all
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
@@ -106,6 +110,8 @@ class Kernel:
         self.bridge = Bridge(self, self.app)
         self.bridge.start()
         signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
+        lifecycle.watch_parent(self.request_stop)
         serving = None
         while not self.stopping:
             if serving is None or serving.done():
@@ -144,6 +150,7 @@ class Kernel:
             self.bridge.shutdown()
         except Exception:
             log.exception("error during shutdown")
+        lifecycle.stop_children()
         if self.fd_capture is not None:
             streams.fd_capture = None
             self.fd_capture.stop()
@@ -153,7 +160,10 @@ class Kernel:
 
     def request_stop(self) -> None:
         """Stop serving (from any thread): interrupts a running cell, then ends the main loop."""
+        if self.stopping:
+            return
         self.stopping = True
+        lifecycle.start_watchdog()
         if self.main.busy:
             self.interrupt()
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -69,7 +69,7 @@ class ChannelThread(threading.Thread):
     sends whatever other threads queue for its sockets."""
 
     def __init__(self, name: str, session, sockets: dict, on_message, iopub_socket=None, iopub=None,
-                 waker=None):
+                 waker=None, on_crash=None):
         super().__init__(name=f"ipymini-{name}", daemon=True)
         self.session = session
         self.sockets = sockets  # channel name -> socket
@@ -77,6 +77,7 @@ class ChannelThread(threading.Thread):
         self.iopub_socket = iopub_socket
         self.iopub = iopub
         self.waker = waker or Waker()
+        self.on_crash = on_crash  # called if this thread dies of an error: the kernel shuts down
         self.outbox: deque = deque()  # (channel, frames, iopub barrier or None)
         self.stopping = False
         self.stopped = threading.Event()
@@ -144,7 +145,9 @@ class ChannelThread(threading.Thread):
                     self._send_iopub()
             self._drain_at_exit()
         except Exception:
-            log.exception("%s crashed", self.name)
+            log.exception("%s crashed; shutting the kernel down", self.name)
+            if self.on_crash is not None and not self.stopping:
+                self.on_crash()
         finally:
             self.stopped.set()
 
@@ -317,14 +320,14 @@ class Transport:
         self._hb_control = None
         self._hb_thread = None
 
-    def start(self, iopub, on_shell, on_control) -> None:
-        """Start the IO, control and heartbeat threads."""
+    def start(self, iopub, on_shell, on_control, on_crash=None) -> None:
+        """Start the IO, control and heartbeat threads; `on_crash` runs if one dies of an error."""
         s = self.sockets
         self.io_thread = ChannelThread("io", self.session, {"shell": s["shell"], "stdin": s["stdin"]},
                                        on_shell, iopub_socket=s["iopub"], iopub=iopub,
-                                       waker=self.io_waker)
+                                       waker=self.io_waker, on_crash=on_crash)
         self.control_thread = ChannelThread("control", self.session, {"control": s["control"]},
-                                            on_control)
+                                            on_control, on_crash=on_crash)
         self.io_thread.start()
         self.control_thread.start()
         self._start_heartbeat()
