@@ -22,6 +22,7 @@ _MACHINERY = frozenset({"In", "Out", "_ih", "_oh", "_dh", "exit", "quit", "get_i
                         "_exit_code"})
 _MISSING = object()
 _TRANSACTION_LINE = "%%transaction"
+_TRANSACTION_CELL = re.compile(r"\s*%%transaction[ \t]*(?:\r?\n|$)")  # how a %%transaction cell starts
 
 
 def is_machinery(name: str) -> bool:
@@ -103,8 +104,7 @@ class Transactions:
     def pre_run_cell(self, info) -> None:
         if self.snapshot is not None:
             return  # a cell run from inside a transaction (%%capture, say) belongs to it
-        first = info.raw_cell.lstrip().partition("\n")[0].rstrip()
-        if self.enabled or first == _TRANSACTION_LINE:
+        if self.enabled or _TRANSACTION_CELL.match(info.raw_cell):
             self.begin(owner=info)
 
     def post_run_cell(self, result) -> None:

@@ -78,8 +78,10 @@ def test_bad_rollback_argument(kernel):
     assert (reply["content"]["status"], reply["content"]["ename"]) == ("error", "UsageError")
 
 
-def test_kernel_wide_rollback_from_environment():
-    k = KernelHarness(env={"IPYMINI_ROLLBACK": "1"})
+@pytest.mark.parametrize("how", [{"env": {"IPYMINI_ROLLBACK": "1"}},
+                                 {"extra_args": ["--IPyMini.rollback=True"]}], ids=["env", "config"])
+def test_kernel_wide_rollback(how):
+    k = KernelHarness(**how)
     try:
         k.run_ok("tx_env = 1")
         reply, _ = k.execute("tx_env = 2\nundefined_name")
