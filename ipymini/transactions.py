@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 
 # IPython's bookkeeping: output cache (_, __, ___, _N), input cache (_i, _ii, _iii, _iN), dunders
 _MACHINERY_RE = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|__\w+__")
@@ -47,30 +48,38 @@ def _names(names: list) -> str:
     return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
+class _ThreadState(threading.local):
+    """A transaction belongs to the thread running its cell (subshells run cells on their own threads)."""
+
+    snapshot: dict | None = None  # the namespace before the running transaction
+    owner = None  # the ExecutionInfo whose post_run_cell ends it (None: a magic ends it)
+    failed = False
+    noted = False  # the rollback note was appended to a traceback
+
+
 class Transactions:
     """Snapshots the namespace before transactional cells and restores it when they fail."""
 
     def __init__(self, shell):
         self.shell = shell
         self.enabled = truthy(config_value(shell, "rollback", "IPYMINI_ROLLBACK"))
-        self.snapshot: dict | None = None  # the namespace before the running transaction
-        self.owner = None  # the ExecutionInfo whose post_run_cell ends it (None: a magic ends it)
-        self.failed = False
-        self.noted = False  # the rollback note was appended to a traceback
+        self.state = _ThreadState()
 
     # -- lifecycle --
 
     def begin(self, owner=None) -> None:
-        self.snapshot = dict(self.shell.user_ns)  # shallow: bindings only
-        self.owner, self.failed, self.noted = owner, False, False
+        st = self.state
+        st.snapshot = dict(self.shell.user_ns)  # shallow: bindings only
+        st.owner, st.failed, st.noted = owner, False, False
 
     def end(self, failed: bool) -> None:
         """Close the running transaction, rolling back if it failed."""
-        snapshot, self.snapshot, self.owner = self.snapshot, None, None
-        if snapshot is None or not (failed or self.failed):
+        st = self.state
+        snapshot, st.snapshot, st.owner = st.snapshot, None, None
+        if snapshot is None or not (failed or st.failed):
             return
         removed, restored = self.rollback(snapshot)
-        if not self.noted:  # failed without a traceback (a UsageError, say): say it on stderr
+        if not st.noted:  # failed without a traceback (a UsageError, say): say it on stderr
             print(self._note(removed, restored), file=sys.stderr)
 
     def diff(self, snapshot: dict) -> tuple[list, list]:
@@ -102,25 +111,25 @@ class Transactions:
     # -- IPython hooks --
 
     def pre_run_cell(self, info) -> None:
-        if self.snapshot is not None:
+        if self.state.snapshot is not None:
             return  # a cell run from inside a transaction (%%capture, say) belongs to it
         if self.enabled or _TRANSACTION_CELL.match(info.raw_cell):
             self.begin(owner=info)
 
     def post_run_cell(self, result) -> None:
-        if self.snapshot is None:
+        if self.state.snapshot is None:
             return
         if result is None:  # the bridge lost the cell (interrupt): whatever is running failed
             self.end(failed=True)
-        elif self.owner is not None and result.info is self.owner:
+        elif self.state.owner is not None and result.info is self.state.owner:
             self.end(failed=not result.success)
 
     def decorate_traceback(self, stb: list) -> list:
         """Called as the error is shown: mark the transaction failed and append the rollback note."""
-        if self.snapshot is None:
+        if self.state.snapshot is None:
             return stb
-        self.failed = self.noted = True
-        return [*stb, "", self._note(*self.diff(self.snapshot))]
+        self.state.failed = self.state.noted = True
+        return [*stb, "", self._note(*self.diff(self.state.snapshot))]
 
     def strip_transaction_line(self, lines: list) -> list:
         """Input transformer: a `%%transaction` cell runs its body as a normal cell (await works)."""
@@ -157,7 +166,7 @@ class Transactions:
 
         if line.strip():
             raise UsageError("%%transaction takes no arguments")
-        if self.snapshot is not None:  # already inside a transaction
+        if self.state.snapshot is not None:  # already inside a transaction
             return self.shell.run_cell(cell)
         self.begin()
         result = None

@@ -1,5 +1,7 @@
 """Transactional cells: %rollback on|off, %%transaction, IPYMINI_ROLLBACK (transactions.py)."""
 
+import time
+
 import pytest
 
 from kernel_harness import KernelHarness, of_type, stream_text
@@ -106,3 +108,21 @@ def test_snapshot_and_rollback_are_cheap():
     tx.end(failed=True)
     assert ns["v1"] == 1 and "added" not in ns
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_transactions_belong_to_their_shell_thread(kernel):
+    """A subshell's error during a parent's %%transaction neither fails nor rolls back the parent."""
+    from test_subshells import control, create, execute, wait_all
+
+    sub = create(kernel)
+    try:
+        parent = execute(kernel, "%%transaction\nimport time\ntx_parent = 1\ntime.sleep(1.0)")
+        time.sleep(0.3)
+        child = execute(kernel, "tx_child = 1\n1/0", sub)
+        replies, iopub = wait_all(kernel, [parent, child])
+        assert replies[parent]["content"]["status"] == "ok"
+        assert replies[child]["content"]["status"] == "error"
+        assert not any("Rolled back" in line for line in replies[child]["content"]["traceback"])
+        assert values(kernel, "tx_parent, tx_child") == "1 1"
+    finally:
+        control(kernel, "delete_subshell_request", {"subshell_id": sub})
