@@ -84,15 +84,17 @@ def test_save_restart_restore(kernel, ckdir):
 
 def test_unsaveable_values_are_listed_by_name(kernel, ckdir):
     kernel.run_ok("import threading\nck_lock = threading.Lock()\nck_gen = (i for i in range(3))\n"
-                  "ck_lambda = lambda: 1\nck_refs_lock = {'lock': ck_lock}")
+                  "ck_lambda = lambda: 1\nck_refs_lock = {'lock': ck_lock}\n"
+                  "CkDyn = type('CkDyn', (), {})\nck_dyn = CkDyn()")
     msgs = kernel.run_ok("%checkpoint save unsaveable")
     err = stream_text(msgs, "stderr")
-    for name in ("ck_lock", "ck_gen", "ck_lambda", "ck_refs_lock"):
+    for name in ("ck_lock", "ck_gen", "ck_lambda", "ck_refs_lock", "CkDyn"):
         assert name in err
+    assert "ck_dyn: refers to CkDyn" in err  # an instance of a class that could not be saved
     header = json.loads((ckdir / "unsaveable.ipyckpt").read_bytes().split(b"\n")[1])
     assert {"ck_lock", "ck_gen", "ck_lambda", "ck_refs_lock"} <= set(header["unsaved"])
     assert header["format"] == 1 and header["python"]
-    kernel.run_ok("del ck_lock, ck_gen, ck_lambda, ck_refs_lock")
+    kernel.run_ok("del ck_lock, ck_gen, ck_lambda, ck_refs_lock, CkDyn, ck_dyn")
 
 
 def test_restore_unknown_name(kernel):
