@@ -21,6 +21,14 @@ from IPython.core import page, payloadpage
 from .shell import KernelShell
 
 
+def install_namespace_magics(shell) -> None:
+    """%rollback / %%transaction (transactions.py) and %checkpoint (checkpoints.py)."""
+    from . import checkpoints, transactions
+
+    transactions.install(shell)
+    checkpoints.install(shell)
+
+
 class Bridge:
     """Owns the IPython shell and answers the kernel's Python questions."""
 
@@ -36,6 +44,7 @@ class Bridge:
         run_params = inspect.signature(shell.run_cell_async).parameters
         self._run_kwargs = {k for k in ("cell_id", "cell_meta") if k in run_params}
         self._install_input()
+        install_namespace_magics(shell)
 
     def start(self) -> None:
         """Run what IPython's configuration asks for at startup (after the kernel can publish)."""
