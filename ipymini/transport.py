@@ -308,7 +308,7 @@ class Transport:
             if channel == "iopub":
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # a subscription event for every subscriber
                 sock.setsockopt(zmq.XPUB_NODROP, 1)  # full subscriber: EAGAIN, never a silent drop
-                sock.sndhwm = int(os.environ.get("IPYMINI_IOPUB_HWM", "1000"))
+                sock.sndhwm = int(os.environ.get("IPYMINI_IOPUB_HWM", "100"))
             if channel in ("shell", "control", "stdin"):
                 sock.router_handover = 1  # a reconnecting client with the same identity takes over
             apply_curve(sock, conn)
