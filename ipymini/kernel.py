@@ -23,7 +23,7 @@ import traceback
 
 from jupyter_client.session import Session
 
-from . import PROTOCOL_VERSION, __version__, lifecycle, routing, streams
+from . import PROTOCOL_VERSION, __version__, comms, lifecycle, routing, streams
 from .bridge import Bridge, language_info
 from .fdcapture import FDCapture
 from .iopub import IOPubQueue
@@ -69,6 +69,7 @@ class Kernel:
         self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
         self._input_waiters: dict[str, queue.SimpleQueue] = {}
         self.fd_capture: FDCapture | None = None
+        self.comm_manager = comms.CommManager(self)
         self.shell_handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -77,6 +78,9 @@ class Kernel:
             "history_request": self.history_request,
             "kernel_info_request": self.kernel_info_request,
             "comm_info_request": self.comm_info_request,
+            "comm_open": self.comm_manager.handle_request,
+            "comm_msg": self.comm_manager.handle_request,
+            "comm_close": self.comm_manager.handle_request,
             "connect_request": self.connect_request,
             "shutdown_request": self.shutdown_request,
         }
@@ -107,6 +111,7 @@ class Kernel:
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
         self._start_output_options()
+        comms.install(self.comm_manager)
         self.bridge = Bridge(self, self.app)
         self.bridge.start()
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -212,7 +217,23 @@ class Kernel:
             if worker is None:
                 self._refuse_unknown_subshell(req)
                 return
-        worker.submit(req)
+        if worker.cell_task is not None and header.get("msg_type") in COMM_TYPES:
+            worker.loop.call_soon_threadsafe(self._comm_during_cell, req, worker)
+        else:
+            worker.submit(req)
+
+    def _comm_during_cell(self, req: Request, worker: ShellWorker) -> None:
+        """On the worker's loop: a comm message that came while an async cell awaits is handled at once,
+        as ipykernel does (the cell may be awaiting a widget's answer); otherwise it waits its turn."""
+        req.worker = worker
+        if worker.cell_task is None:
+            worker.queue.put_nowait(req)
+            return
+        token = routing.current_request.set(req)
+        try:
+            self._dispatch_sync(req, self.shell_handlers)
+        finally:
+            routing.current_request.reset(token)
 
     def _on_control_message(self, channel: str, idents: list, msg: dict) -> None:
         """Control thread: handle the request right here."""
@@ -271,6 +292,7 @@ class Kernel:
                 handler(req)
             except Exception as e:
                 self._reply_exception(req, e)
+        streams.flush_all()
         self._publish_status("idle", req)
 
     def _refuse(self, req: Request, problem: str | None) -> None:
@@ -286,6 +308,8 @@ class Kernel:
 
     def _reply_exception(self, req: Request, e: BaseException) -> None:
         log.error("error handling %s:\n%s", req.msg_type, traceback.format_exc())
+        if req.msg_type in COMM_TYPES:
+            return  # comm messages get no reply
         self.send_reply(req, {"status": "error", "ename": type(e).__name__, "evalue": str(e),
                               "traceback": traceback.format_exception(e)})
 
@@ -408,7 +432,8 @@ class Kernel:
         })
 
     def comm_info_request(self, req: Request) -> None:
-        self.send_reply(req, {"status": "ok", "comms": {}})
+        target = req.content.get("target_name")
+        self.send_reply(req, {"status": "ok", "comms": self.comm_manager.comms_info(target)})
 
     def connect_request(self, req: Request) -> None:
         ports = {f"{ch}_port": self.conn[f"{ch}_port"] for ch in ("shell", "iopub", "stdin", "hb",
