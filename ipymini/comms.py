@@ -198,19 +198,24 @@ class CommManager(BaseCommManager):
         on_main = kernel is not None and threading.get_ident() == kernel.main_thread_ident
         if on_main:
             kernel.executing = True  # an interrupt request may stop a callback stuck in user code
+        # Errors shown meanwhile (by us or by ipywidgets itself) are this message's, not those of a
+        # cell that awaits while the message is handled.
+        shell = getattr(getattr(kernel, "bridge", None), "shell", None)
+        cell_error = getattr(shell, "last_error", None)
         try:
             fn(*args)
             return True
         except BaseException as e:
             log.info("a comm callback raised %s: %s", type(e).__name__, e)
-            self._show_error()
+            self._show_error(shell)
             return False
         finally:
             if on_main:
                 kernel.executing = False
+            if shell is not None:
+                shell.last_error = cell_error
 
-    def _show_error(self) -> None:
-        shell = getattr(getattr(self.kernel, "bridge", None), "shell", None)
+    def _show_error(self, shell) -> None:
         if shell is None:
             log.exception("error in a comm callback")
             return

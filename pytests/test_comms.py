@@ -236,6 +236,13 @@ def test_exception_in_callback_is_an_error_output(kernel):
     (err,) = of_type(msgs, "error")
     assert err["content"]["ename"] == "ValueError" and "callback failed" in err["content"]["evalue"]
     assert err["parent_header"]["msg_id"] == msg_id
+    # a plain comm's on_msg callback that raises
+    kernel.run_ok("import comm\nraiser = comm.create_comm(target_name='t.raise')\n"
+                  "raiser.on_msg(lambda m: 1 / 0)")
+    raiser_id = evaluate(kernel, "raiser.comm_id").strip("'")
+    msg_id, msgs = send_comm(kernel, "comm_msg", {"comm_id": raiser_id, "data": {}})
+    (err,) = of_type(msgs, "error")
+    assert err["content"]["ename"] == "ZeroDivisionError" and err["parent_header"]["msg_id"] == msg_id
     # a widget message without a method is the widget's own error, shown the same way
     _, msgs = send_comm(kernel, "comm_msg", {"comm_id": model_id, "data": {"state": {}}})
     assert [m["content"]["ename"] for m in of_type(msgs, "error")] == ["KeyError"]
@@ -346,3 +353,24 @@ def test_as_frames_copies_buffers_to_bytes(value):
     from ipymini.comms import as_frames
 
     assert as_frames([value]) == [b"ab"]
+
+
+def test_async_cell_can_await_a_widget_change(kernel):
+    """Comm messages are handled while an async cell awaits (ipykernel does the same), so a cell can
+    wait for the user to move a slider; a failing callback meanwhile does not fail the cell."""
+    kernel.run_ok("import asyncio, ipywidgets as w\nwaiting = w.IntSlider()\n"
+                  "fut = asyncio.get_running_loop().create_future()\n"
+                  "def on_value(ch):\n"
+                  "    if ch['new'] == 13:\n        raise ValueError('unlucky')\n"
+                  "    fut.done() or fut.set_result(ch['new'])\n"
+                  "waiting.observe(on_value, names='value')")
+    model_id = evaluate(kernel, "waiting.model_id").strip("'")
+    cell_id = kernel.kc.execute("print('got', await asyncio.wait_for(fut, 15))")
+    time.sleep(0.3)  # let the cell start awaiting
+    for value in (13, 9):
+        msg_id, msgs = send_comm(kernel, "comm_msg", {"comm_id": model_id, "data": {
+            "method": "update", "state": {"value": value}, "buffer_paths": []}})
+        assert [m["content"]["ename"] for m in of_type(msgs, "error")] == (["ValueError"] if value == 13 else [])
+    reply = kernel.shell_reply(cell_id)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert stream_text(kernel.iopub_until_idle(cell_id)) == "got 9\n"
