@@ -348,7 +348,8 @@ def test_comm_manager_table_is_thread_safe():
         install.__globals__["_manager"] = None
 
 
-@pytest.mark.parametrize("value", [b"ab", bytearray(b"ab"), memoryview(b"ab"), np.array([97, 98], "uint8")])
+@pytest.mark.parametrize("value", [b"ab", bytearray(b"ab"), memoryview(b"ab"), np.array([97, 98], "uint8"),
+                                   np.array([97, 0, 98, 0], "uint8")[::2]])
 def test_as_frames_copies_buffers_to_bytes(value):
     from ipymini.comms import as_frames
 
@@ -374,3 +375,42 @@ def test_async_cell_can_await_a_widget_change(kernel):
     reply = kernel.shell_reply(cell_id)
     assert reply["content"]["status"] == "ok", reply["content"]
     assert stream_text(kernel.iopub_until_idle(cell_id)) == "got 9\n"
+
+
+def test_garbage_collected_comm_closes_through_the_loop():
+    """A comm collected while still open sends its comm_close from the kernel's loop, never from
+    inside the collector (which may run while the iopub queue's lock is held)."""
+    import gc
+
+    from ipymini.comms import Comm, CommManager, install
+    import comm
+
+    class FakeKernel:
+        def __init__(self):
+            self.published, self.scheduled = [], []
+            self.loop = self
+
+        def publish(self, msg_type, content, **kwargs):
+            self.published.append((msg_type, content))
+
+        def call_soon_threadsafe(self, fn, *args):
+            self.scheduled.append((fn, args))
+
+    saved = comm.create_comm, comm.get_comm_manager
+    fake = FakeKernel()
+    manager = CommManager(fake)
+    install(manager)
+    try:
+        c = Comm(target_name="t.gc", comm_id="gc-1")
+        assert fake.published == [("comm_open", {"data": {}, "comm_id": "gc-1", "target_name": "t.gc",
+                                                 "target_module": None})]
+        manager.unregister_comm(c)
+        del c
+        gc.collect()
+        assert len(fake.published) == 1
+        ((fn, args),) = fake.scheduled
+        fn(*args)
+        assert fake.published[-1] == ("comm_close", {"data": {}, "comm_id": "gc-1"})
+    finally:
+        comm.create_comm, comm.get_comm_manager = saved
+        install.__globals__["_manager"] = None
