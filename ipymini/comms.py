@@ -61,7 +61,6 @@ class Comm(BaseComm):
 
     def __init__(self, *args, kernel=None, **kwargs):
         self.kernel = kernel if kernel is not None else (_manager.kernel if _manager else None)
-        self.subshell_id = None  # the subshell that last published on this comm: replies go there
         super().__init__(*args, **kwargs)
 
     def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
@@ -70,9 +69,6 @@ class Comm(BaseComm):
         if kernel is None:
             return  # not inside an ipymini kernel: nobody to talk to
         content = {"data": {} if data is None else data, "comm_id": self.comm_id, **keys}
-        request = routing.parent_request()
-        if request is not None:
-            self.subshell_id = request.subshell_id
         kernel.publish(msg_type, content, metadata=metadata or {}, buffers=as_frames(buffers))
 
     def __del__(self):
@@ -133,13 +129,6 @@ class CommManager(BaseCommManager):
             return {cid: {"target_name": c.target_name} for cid, c in self.comms.items()
                     if target_name is None or c.target_name == target_name}
 
-    def subshell_for(self, comm_id: str, default=None):
-        """The subshell a client's message on `comm_id` should go to (the one that last published on it)."""
-        with self._lock:
-            found = self.comms.get(comm_id)
-        sid = getattr(found, "subshell_id", None)
-        return sid if sid is not None else default
-
     # -- messages from clients (run under the message as the current request) --
 
     def handle_request(self, req) -> None:
@@ -195,9 +184,11 @@ class CommManager(BaseCommManager):
     def _run_callback(self, fn, *args) -> bool:
         """Run user code for a comm; its exception (even an interrupt) becomes an error output."""
         kernel = self.kernel
-        on_main = kernel is not None and threading.get_ident() == kernel.main_thread_ident
-        if on_main:
-            kernel.executing = True  # an interrupt request may stop a callback stuck in user code
+        # Mark the shell as running user code, so an interrupt request stops a callback stuck in it.
+        worker = getattr(routing.current_request.get(), "worker", None)
+        mark = worker is not None and not worker.executing
+        if mark:
+            worker.executing = True
         # Errors shown meanwhile (by us or by ipywidgets itself) are this message's, not those of a
         # cell that awaits while the message is handled.
         shell = getattr(getattr(kernel, "bridge", None), "shell", None)
@@ -210,8 +201,8 @@ class CommManager(BaseCommManager):
             self._show_error(shell)
             return False
         finally:
-            if on_main:
-                kernel.executing = False
+            if mark:
+                worker.executing = False
             if shell is not None:
                 shell.last_error = cell_error
 

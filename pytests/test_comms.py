@@ -414,3 +414,32 @@ def test_garbage_collected_comm_closes_through_the_loop():
     finally:
         comm.create_comm, comm.get_comm_manager = saved
         install.__globals__["_manager"] = None
+
+
+def test_comm_messages_on_a_subshell_thread():
+    """With IPYMINI_COMMS_ON_SUBSHELLS=1 a comm message for a subshell runs on that subshell's thread,
+    while the parent shell is busy with a cell; its output and replies belong to the message."""
+    import queue
+
+    k = KernelHarness(env={"IPYMINI_COMMS_ON_SUBSHELLS": "1"})
+    try:
+        k.run_ok("import comm, threading\nsc = comm.create_comm(target_name='t.sub')\n"
+                 "sc.on_msg(lambda m: (print('on', threading.current_thread().name), sc.send({'back': 1})))")
+        comm_id = evaluate(k, "sc.comm_id").strip("'")
+        reply, _ = k.request("create_subshell_request", {}, channel="control")
+        sid = reply["content"]["subshell_id"]
+        cell = k.kc.execute("import time; time.sleep(4)")
+        time.sleep(0.3)
+        msg = k.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {}})
+        msg["header"]["subshell_id"] = sid
+        k.kc.shell_channel.send(msg)
+        msgs = k.iopub_until_idle(msg["header"]["msg_id"])
+        with pytest.raises(queue.Empty):
+            k.kc.get_shell_msg(timeout=0)  # the parent's cell is still running
+        assert stream_text(msgs).startswith("on ipymini-subshell-")
+        (back,) = of_type(msgs, "comm_msg")
+        assert back["content"]["data"] == {"back": 1}
+        assert back["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+        assert k.shell_reply(cell)["content"]["status"] == "ok"
+    finally:
+        k.stop()
