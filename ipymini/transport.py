@@ -311,6 +311,9 @@ class Transport:
                 sock.sndhwm = int(os.environ.get("IPYMINI_IOPUB_HWM", "100"))
             if channel in ("shell", "control", "stdin"):
                 sock.router_handover = 1  # a reconnecting client with the same identity takes over
+                # a ROUTER drops silently past its high-water mark; replies are bounded by the
+                # requests a client sent, so never drop them for a client that pipelines many
+                sock.sndhwm = 0
             apply_curve(sock, conn)
             sock.bind(bind_address(conn, channel))
             self.sockets[channel] = sock

@@ -181,7 +181,12 @@ def test_two_clients_at_once(kernel):
             reply = other.get_shell_msg(timeout=20)
         assert reply["content"]["status"] == "ok"
         # each client sees both requests' output on iopub
-        seen = kernel.iopub_until_idle(theirs, keep_all=True)
+        seen, idle = [], set()
+        while not {mine, theirs} <= idle:  # the two requests may be served in either order
+            msg = kernel.kc.get_iopub_msg(timeout=20)
+            seen.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                idle.add(msg["parent_header"].get("msg_id"))
         assert {"one\n", "two\n"} <= {m["content"].get("text") for m in seen}
     finally:
         other.stop_channels()
