@@ -36,9 +36,10 @@ def execute(kernel, code, subshell_id=None, **kw):
     return send(kernel, "execute_request", content, subshell_id)
 
 
-def wait_all(kernel, msg_ids, timeout=30):
-    """Replies and iopub messages (through idle) of several concurrent requests, by msg_id."""
-    pending_reply, pending_idle = set(msg_ids), set(msg_ids)
+def wait_all(kernel, msg_ids, timeout=30, no_reply=()):
+    """Replies and iopub messages (through idle) of several concurrent requests, by msg_id
+    (`no_reply`: messages such as comm_msg that only get busy/idle)."""
+    pending_reply, pending_idle = set(msg_ids) - set(no_reply), set(msg_ids)
     replies = {}
     iopub = {m: [] for m in msg_ids}
     deadline = time.monotonic() + timeout
@@ -286,4 +287,23 @@ def test_interrupt_ends_input_wait_in_a_subshell(kernel):
     replies, _ = wait_all(kernel, [msg_id], timeout=10)
     assert replies[msg_id]["content"]["ename"] == "KeyboardInterrupt"
     assert run(kernel, "1", sub)[0]["content"]["status"] == "ok"
+    control(kernel, "delete_subshell_request", {"subshell_id": sub})
+
+
+def test_comm_messages_default_to_the_parent_shell(kernel):
+    """The documented rule: a comm message that names a subshell still runs on the parent shell,
+    after the parent's running cell, so callbacks never race the parent's user code (opt in to
+    concurrency with IPYMINI_COMMS_ON_SUBSHELLS=1; see test_comms)."""
+    sub = create(kernel)
+    msgs = kernel.run_ok(
+        "import comm, threading\nrule_events = []\nparent_running = False\n"
+        "rule_comm = comm.create_comm(target_name='rule-test')\n"
+        "rule_comm.on_msg(lambda m: rule_events.append((threading.current_thread().name, parent_running)))")
+    [opened] = of_type(msgs, "comm_open")
+    comm_id = opened["content"]["comm_id"]
+    long_cell = execute(kernel, "parent_running = True\nimport time; time.sleep(1.5)\nparent_running = False")
+    time.sleep(0.4)
+    comm_msg = send(kernel, "comm_msg", {"comm_id": comm_id, "data": {"x": 1}}, sub)
+    wait_all(kernel, [long_cell, comm_msg], no_reply=[comm_msg])
+    assert stream_text(kernel.run_ok("print(rule_events)")) == "[('MainThread', False)]\n"
     control(kernel, "delete_subshell_request", {"subshell_id": sub})
