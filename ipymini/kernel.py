@@ -265,6 +265,7 @@ class Kernel:
                     self._reply_exception(req, e)
             streams.flush_all()
             self._publish_status("idle", req)
+            self.bridge.after_request()
         finally:
             routing.current_request.reset(token)
 

@@ -269,3 +269,23 @@ def test_iopub_welcome_has_empty_parent(tmp_path):
         sub.close()
     finally:
         k.stop()
+
+
+def test_history_reaches_the_database_soon_and_at_shutdown(tmp_path):
+    import sqlite3
+
+    k = KernelHarness(env={"IPYTHONDIR": str(tmp_path)})
+    db = tmp_path / "profile_default" / "history.sqlite"
+
+    def stored():
+        with sqlite3.connect(str(db)) as conn:
+            return {row[0] for row in conn.execute("SELECT source_raw FROM history")}
+
+    try:
+        k.run_ok("written_soon = 1")
+        time.sleep(1.5)  # batched writes land within HISTORY_DELAY (0.5 s)
+        assert "written_soon = 1" in stored()
+        k.run_ok("written_at_exit = 2")
+    finally:
+        k.stop()
+    assert "written_at_exit = 2" in stored()
