@@ -90,6 +90,8 @@ class Debugger:
         self._removed_transforms: list = []
         self._explorer = None
         self._lock = threading.Lock()
+        self.debugpy_dir = ""  # frames under it are the debugger's own
+        self.interrupting = False  # an interrupt is on its way to a cell that was stopped
 
     # ------------------------------------------------------------------ requests
 
@@ -168,16 +170,6 @@ class Debugger:
                 self.breakpoints.pop(path, None)
         return reply
 
-    def do_setExceptionBreakpoints(self, request: dict) -> dict:
-        arguments = dict(request.get("arguments") or {})
-        filters = list(arguments.get("filters") or [])
-        if "uncaught" in filters and "userUnhandled" not in filters:
-            # IPython catches what escapes a cell, so for pydevd nothing a cell raises is "uncaught";
-            # "userUnhandled" (it leaves the user's code) is what a cell's uncaught exception is.
-            filters.append("userUnhandled")
-        arguments["filters"] = filters
-        return self.forward(request, arguments)
-
     def do_stackTrace(self, request: dict) -> dict:
         reply = self.forward(request)
         body = reply.get("body") or {}
@@ -189,6 +181,13 @@ class Debugger:
             if cells:
                 body["stackFrames"] = frames[:cells[-1] + 1]
                 body["totalFrames"] = len(body["stackFrames"])
+        return reply
+
+    def do_threads(self, request: dict) -> dict:
+        reply = self.forward(request)
+        threads = (reply.get("body") or {}).get("threads")
+        if isinstance(threads, list):  # kernel threads started after the debugger (hide_kernel_threads)
+            reply["body"]["threads"] = [t for t in threads if not is_kernel_thread(t.get("name", ""))]
         return reply
 
     def do_variables(self, request: dict) -> dict:
@@ -292,6 +291,9 @@ class Debugger:
         """Reader thread: note stopped/continued threads, then publish the event on iopub."""
         body = event.get("body") or {}
         kind = event.get("event")
+        if kind == "stopped" and self.interrupting and self.client is not None:
+            self.client.send("continue", {"threadId": body.get("threadId")})  # the interrupt goes first
+            return
         if kind == "stopped" and "threadId" in body:
             self.stopped_threads.add(body["threadId"])
         elif kind == "continued":
@@ -306,6 +308,7 @@ class Debugger:
     def start(self) -> None:
         """Start pydevd's DAP server in this process (once) and connect to it."""
         debugpy = import_debugpy()
+        self.debugpy_dir = os.path.dirname(os.path.abspath(debugpy.__file__))
         hide_kernel_threads()
         if self.address is None:
             self.address = tuple(debugpy.listen(("127.0.0.1", 0), in_process_debug_adapter=True))
@@ -333,8 +336,54 @@ class Debugger:
         self.breakpoints.clear()
         self.stopped_threads.clear()
 
+    def in_debugger(self, frame) -> bool:
+        """Main thread, SIGINT handler: whether it interrupted the debugger's own code (a cell stopped
+        at a breakpoint waits in there). A KeyboardInterrupt raised there would escape pydevd's trace
+        function, which makes Python drop debugging on the thread."""
+        if not self.debugpy_dir:
+            return False
+        while frame is not None:  # it may wait in threading.py, called by pydevd
+            if frame.f_code.co_filename.startswith(self.debugpy_dir):
+                return True
+            frame = frame.f_back
+        return False
+
+    def resume_for_interrupt(self, retry) -> None:
+        """Main thread, SIGINT handler: let a stopped cell run on so the interrupt can land in it.
+        Only sends (never waits: the control thread may hold the connection's lock, never the other
+        way round); stops until the cell ends are resumed at once (on_event)."""
+        self.interrupting = True
+        if self.client is not None and self.stopped_threads:
+            try:
+                self.client.send("continue", {"threadId": next(iter(self.stopped_threads))})
+            except DAPError:
+                pass
+        timer = hide_thread(threading.Timer(0.002, retry))
+        timer.start()
+
+    def on_cell_error(self, exc_info) -> None:
+        """Main thread, an exception escaped a cell: IPython caught it, so pydevd never sees it as
+        uncaught; hand it over so the "uncaught" exception breakpoint stops on it."""
+        etype, value, tb = exc_info
+        self.interrupting = False
+        if (not self.started or tb is None or etype is None or issubclass(etype, KeyboardInterrupt)
+                or threading.current_thread() is not threading.main_thread()):
+            return
+        frame_tb = tb
+        while frame_tb is not None and not cellfile.is_cell_file(frame_tb.tb_frame.f_code.co_filename):
+            frame_tb = frame_tb.tb_next
+        if frame_tb is None:
+            return  # not raised by a cell's code (e.g. a syntax error)
+        import debugpy
+
+        try:
+            debugpy.trigger_exception_handler((etype, value, tb))
+        except Exception:
+            log.exception("could not report an exception to the debugger")
+
     def before_cell(self) -> None:
         """Main thread, before a cell: make sure it is traced (an interrupt at a stop can untrace it)."""
+        self.interrupting = False
         if self.started and sys.gettrace() is None and threading.current_thread() is threading.main_thread():
             import pydevd
 
@@ -359,8 +408,18 @@ class Debugger:
 def hide_kernel_threads() -> None:
     """Mark the kernel's threads so pydevd neither traces nor lists them."""
     for thread in threading.enumerate():
-        if thread.name.startswith("ipymini-") or thread.name == "IPythonHistorySavingThread":
+        if is_kernel_thread(thread.name):
             hide_thread(thread)
+    # pyzmq's garbage collector thread (zero-copy sends) starts on first use: start it now to hide it
+    from zmq.utils.garbage import gc as zmq_gc
+
+    if not zmq_gc.is_alive():
+        zmq_gc.start()
+    hide_thread(zmq_gc.thread)
+
+
+def is_kernel_thread(name: str) -> bool:
+    return name.startswith("ipymini-") or name == "IPythonHistorySavingThread"
 
 
 def install_breakpointhook() -> None:

@@ -206,10 +206,18 @@ class Kernel:
         task = main.cell_task
         computing = main.executing or (task is not None and asyncio.current_task(self.loop) is task)
         if computing:
+            debugger = self.debugger
+            if debugger is not None and debugger.in_debugger(frame):
+                # a cell stopped at a breakpoint: resume it, then interrupt it in its own code
+                self._interrupt_retry = True
+                debugger.resume_for_interrupt(retry=self.interrupt_main)
+                return
             if in_kernel_code(frame):
                 # never break the kernel's own bookkeeping (output queue, wake-ups): try again soon
                 self._interrupt_retry = True
-                threading.Timer(0.002, self.interrupt_main).start()
+                retry = threading.Timer(0.002, self.interrupt_main)
+                retry.name = "ipymini-interrupt-retry"
+                retry.start()
                 return
             raise KeyboardInterrupt
         if task is not None:

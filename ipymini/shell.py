@@ -225,6 +225,9 @@ class KernelShell(InteractiveShell):
             # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
             tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
             exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)
+        debugger = getattr(self.kernel, "debugger", None)
+        if debugger is not None:
+            debugger.on_cell_error(sys.exc_info() if exc_tuple is None else exc_tuple)
         return super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype, evalue, stb):

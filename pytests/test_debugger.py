@@ -207,3 +207,119 @@ def test_full_jupyterlab_flow(kernel, dbg):
     # detached: the breakpoint no longer stops the cell, and the kernel works as before
     msgs = kernel.run_ok(code + "print(z)", timeout=10)
     assert stream_text(msgs) == "11\n"
+
+
+def test_exception_breakpoints(kernel, dbg):
+    dbg.start()
+    dbg.ok("setExceptionBreakpoints", {"filters": ["raised"]})
+    dbg.ok("configurationDone")
+    code = "try:\n    raise ValueError('caught')\nexcept ValueError:\n    handled = True\n"
+    msg_id = dbg.execute(code)
+    stopped = dbg.wait_event("stopped")
+    assert stopped["body"]["reason"] == "exception"
+    tid = stopped["body"]["threadId"]
+    assert dbg.top_frame(tid)["line"] == 2
+    dbg.ok("continue", {"threadId": tid})
+    assert dbg.finish(msg_id)["content"]["status"] == "ok"
+
+    # "uncaught": what escapes the cell (IPython catches it; the kernel reports it to pydevd)
+    dbg.ok("setExceptionBreakpoints", {"filters": ["uncaught"]})
+    msg_id = dbg.execute(code)  # caught inside the cell: no stop
+    assert dbg.finish(msg_id)["content"]["status"] == "ok"
+    assert not [e for e in dbg.events if e.get("event") == "stopped"]
+    msg_id = dbg.execute("a = 1\nraise KeyError('boom')\n")
+    stopped = dbg.wait_event("stopped")
+    assert stopped["body"]["reason"] == "exception"
+    tid = stopped["body"]["threadId"]
+    assert dbg.top_frame(tid)["line"] == 2
+    dbg.ok("continue", {"threadId": tid})
+    reply = dbg.finish(msg_id)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyError"
+    dbg.ok("setExceptionBreakpoints", {"filters": []})
+
+
+def test_breakpoint_builtin_and_interrupt_while_stopped(kernel, dbg):
+    # with no debugger attached, breakpoint() falls back to pdb (here: PYTHONBREAKPOINT=0 turns it off)
+    dbg.start()
+    dbg.ok("configurationDone")
+    msg_id = dbg.execute("before = 1\nbreakpoint()\nafter = 2\n")
+    stopped = dbg.wait_event("stopped")
+    tid = stopped["body"]["threadId"]
+    frame = dbg.top_frame(tid)
+    assert frame["line"] == 3 and "before" in dbg.locals_of(frame["id"])
+    dbg.ok("continue", {"threadId": tid})
+    assert dbg.finish(msg_id)["content"]["status"] == "ok"
+
+    # an interrupt while stopped ends the cell with KeyboardInterrupt and leaves the kernel usable
+    code = "import time\nfor i in range(3):\n    time.sleep(0.01)\nloop_done = True\n"
+    path = dbg.ok("dumpCell", {"code": code})["body"]["sourcePath"]
+    dbg.ok("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 3}]})
+    msg_id = dbg.execute(code)
+    tid = dbg.wait_event("stopped")["body"]["threadId"]
+    kernel.km.interrupt_kernel()
+    reply = dbg.finish(msg_id)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert dbg.ok("debugInfo")["body"]["stoppedThreads"] == []
+    # still debugging: the breakpoint stops the next run again
+    msg_id = dbg.execute(code)
+    tid = dbg.wait_event("stopped")["body"]["threadId"]
+    assert dbg.top_frame(tid)["line"] == 3
+    dbg.ok("setBreakpoints", {"source": {"path": path}, "breakpoints": []})
+    dbg.ok("continue", {"threadId": tid})
+    assert dbg.finish(msg_id)["content"]["status"] == "ok"
+    dbg.stop()
+    msgs = kernel.run_ok("print(loop_done, i)")
+    assert stream_text(msgs) == "True 2\n"
+
+
+def test_just_my_code_off_steps_into_library(kernel, dbg):
+    dbg.start(justMyCode=False)
+    code = "import json\nout = json.dumps([1])\n"
+    path = dbg.ok("dumpCell", {"code": code})["body"]["sourcePath"]
+    dbg.ok("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})
+    dbg.ok("configurationDone")
+    msg_id = dbg.execute(code)
+    tid = dbg.wait_event("stopped")["body"]["threadId"]
+    dbg.ok("stepIn", {"threadId": tid})
+    dbg.wait_event("stopped", threadId=tid)
+    frame = dbg.top_frame(tid)
+    assert frame["source"]["path"].endswith("json/__init__.py"), frame
+    dbg.ok("continue", {"threadId": tid})
+    assert dbg.finish(msg_id)["content"]["status"] == "ok"
+
+
+def test_reattach_and_threads(kernel, dbg):
+    dbg.start()
+    dbg.ok("configurationDone")
+    threads = dbg.ok("threads")["body"]["threads"]
+    assert [t["name"] for t in threads] == ["MainThread"]  # the kernel's threads are hidden
+    dbg.stop()
+    info = dbg.start()  # a second session on the same kernel
+    code = "q = 1\nq += 1\n"
+    path = dbg.ok("dumpCell", {"code": code})["body"]["sourcePath"]
+    dbg.ok("setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})
+    dbg.ok("configurationDone")
+    msg_id = dbg.execute(code)
+    tid = dbg.wait_event("stopped")["body"]["threadId"]
+    # the control channel answers while the main thread is stopped
+    reply, _ = kernel.request("kernel_info_request", {}, channel="control", timeout=5)
+    assert reply["content"]["status"] == "ok"
+    dbg.ok("continue", {"threadId": tid})
+    reply = dbg.finish(msg_id)
+    assert reply["content"]["status"] == "ok"
+    # no debugger chatter (e.g. pydevd's frozen-modules warning) in any cell's output
+    assert not [m for m in dbg.other_iopub if m["msg_type"] == "stream"]
+    assert info["tmpFilePrefix"]
+
+
+def test_bad_debug_requests(kernel, dbg):
+    assert dbg.request("stackTrace", {"threadId": 1})["success"] is False  # not started
+    assert dbg.request("dumpCell", {})["success"] is False
+    assert dbg.request("copyToGlobals", {"srcVariableName": "1x", "dstVariableName": "y",
+                                         "srcFrameId": 1})["success"] is False
+    msg = kernel.kc.session.msg("debug_request", {"seq": 1, "command": 5})
+    kernel.kc.control_channel.send(msg)
+    reply = kernel.shell_reply(msg["header"]["msg_id"], timeout=5, channel="control")
+    assert reply["content"]["success"] is False
+    kernel.run_ok("pass")
+
