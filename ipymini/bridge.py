@@ -100,6 +100,8 @@ class Bridge:
         """Run one cell; returns the reply content's status part (status, and the error when it failed)."""
         shell = self.shell
         shell.last_error = None
+        if self.kernel.debugger is not None:
+            self.kernel.debugger.before_cell()
         try:
             transformed = shell.transform_cell(code)
             preprocessing_exc = None

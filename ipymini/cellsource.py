@@ -15,8 +15,11 @@ import linecache
 import textwrap
 import types
 
-# cell code names IPython gives, and the names given to definitions re-created from a checkpoint
-_PREFIXES = ("<ipython-input-", "<ipymini-checkpoint-")
+from . import cellfile
+
+# cell code names (IPython's, and the cell files the kernel compiles under: cellfile.py), and the
+# names given to definitions re-created from a checkpoint
+_PREFIXES = ("<ipython-input-", cellfile.tmp_prefix(), "<ipymini-checkpoint-")
 _counter = itertools.count(1)
 
 

@@ -44,6 +44,18 @@ HELP_LINKS = [
 ]
 
 
+_debugpy_found: list = []
+
+
+def debugger_available() -> bool:
+    """Whether debugpy can be imported (looked up once, without importing it)."""
+    if not _debugpy_found:
+        import importlib.util
+
+        _debugpy_found.append(importlib.util.find_spec("debugpy") is not None)
+    return _debugpy_found[0]
+
+
 class Kernel:
     """Serves the Jupyter messaging protocol for one IPython shell."""
 
@@ -70,6 +82,7 @@ class Kernel:
         self._input_waiters: dict[str, queue.SimpleQueue] = {}
         self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self)
+        self.debugger = None  # created by the first debug_request (debugger.py)
         self.shell_handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -151,6 +164,8 @@ class Kernel:
         for waiter in list(self._input_waiters.values()):
             waiter.put(None)
         self.subshells.stop_all()
+        if self.debugger is not None:
+            self.debugger.close()
         try:
             self.bridge.shutdown()
         except Exception:
@@ -191,10 +206,18 @@ class Kernel:
         task = main.cell_task
         computing = main.executing or (task is not None and asyncio.current_task(self.loop) is task)
         if computing:
+            debugger = self.debugger
+            if debugger is not None and debugger.in_debugger(frame):
+                # a cell stopped at a breakpoint: resume it, then interrupt it in its own code
+                self._interrupt_retry = True
+                debugger.resume_for_interrupt(retry=self.interrupt_main)
+                return
             if in_kernel_code(frame):
                 # never break the kernel's own bookkeeping (output queue, wake-ups): try again soon
                 self._interrupt_retry = True
-                threading.Timer(0.002, self.interrupt_main).start()
+                retry = threading.Timer(0.002, self.interrupt_main)
+                retry.name = "ipymini-interrupt-retry"
+                retry.start()
                 return
             raise KeyboardInterrupt
         if task is not None:
@@ -428,8 +451,8 @@ class Kernel:
             "banner": f"Python {sys.version}\nIPython {IPython.__version__} (ipymini {__version__}) "
                       "-- An enhanced Interactive Python. Type '?' for help.\n",
             "help_links": HELP_LINKS,
-            "debugger": False,
-            "supported_features": ["kernel subshells"],
+            "debugger": debugger_available(),
+            "supported_features": ["kernel subshells"] + (["debugger"] if debugger_available() else []),
         })
 
     def comm_info_request(self, req: Request) -> None:
@@ -454,11 +477,19 @@ class Kernel:
         self.send_reply(req, {"status": "ok"})
 
     def debug_request(self, req: Request) -> None:
-        # No debugger yet: answer at once so a frontend probing it (JupyterLab on Tab) never waits.
-        c = req.content
-        self.send_reply(req, {"type": "response", "request_seq": c.get("seq", 0), "success": False,
-                              "command": c.get("command", ""), "message": "debugger is not available",
-                              "body": {}})
+        # Requests that need a started debugger are answered at once while it is not (JupyterLab
+        # sends `evaluate` on Tab either way); debugpy itself is imported by `initialize`.
+        if self.debugger is None:
+            if not debugger_available():
+                c = req.content
+                self.send_reply(req, {"type": "response", "request_seq": c.get("seq", 0),
+                                      "success": False, "command": c.get("command", ""),
+                                      "message": "debugpy is not installed", "body": {}})
+                return
+            from .debugger import Debugger
+
+            self.debugger = Debugger(self)
+        self.send_reply(req, self.debugger.handle(req.content))
 
     def create_subshell_request(self, req: Request) -> None:
         self.send_reply(req, {"status": "ok", "subshell_id": self.subshells.create()})

@@ -18,7 +18,7 @@ def kernel_json() -> dict:
         "display_name": "Python 3 (ipymini)",
         "language": "python",
         "interrupt_mode": "signal",
-        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
+        "metadata": {"debugger": True, "supported_encryption": ["curve"]},
     }
 
 

@@ -11,6 +11,7 @@ import asyncio
 import sys
 import threading
 
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
@@ -20,6 +21,7 @@ from IPython.core.display_trap import DisplayTrap
 from IPython.core.payload import PayloadManager
 from traitlets import Any, Type
 
+from .cellfile import cell_filename
 from .routing import parent_request
 
 
@@ -144,11 +146,19 @@ class KernelExitAutocall(ExitAutocall):
         self._ip.ask_exit(keep_kernel)
 
 
+class CellCompiler(CachingCompiler):
+    """Compiles each cell under the file name a debugger frontend computes for it (cellfile.py)."""
+
+    def get_code_name(self, raw_code, transformed_code, number):
+        return cell_filename(raw_code)
+
+
 class KernelShell(InteractiveShell):
     """The InteractiveShell a kernel runs: errors, payloads and exits become messages."""
 
     displayhook_class = Type(KernelDisplayHook)
     display_pub_class = Type(KernelDisplayPublisher)
+    compiler_class = Type(CellCompiler)
     exiter = Any()
     kernel = Any(allow_none=True)  # `get_ipython().kernel`, which widget libraries look for
 
@@ -215,6 +225,9 @@ class KernelShell(InteractiveShell):
             # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
             tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
             exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)
+        debugger = getattr(self.kernel, "debugger", None)
+        if debugger is not None:
+            debugger.on_cell_error(sys.exc_info() if exc_tuple is None else exc_tuple)
         return super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype, evalue, stb):

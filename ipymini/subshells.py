@@ -80,7 +80,9 @@ class ShellWorker:
             self.cancelled_by_interrupt = True
             self.loop.call_soon_threadsafe(task.cancel)
         elif self.executing and self.thread is not None:
-            threading.Thread(target=self._raise_in_cell, name="ipymini-interrupter", daemon=True).start()
+            thread = threading.Thread(target=self._raise_in_cell, name="ipymini-interrupter", daemon=True)
+            thread.pydev_do_not_trace = thread.is_pydev_daemon_thread = True  # hidden from the debugger
+            thread.start()
 
     def _raise_in_cell(self, attempts: int = 2000) -> None:
         """Raise KeyboardInterrupt in this subshell's thread once it runs user code, not ours."""
@@ -115,6 +117,8 @@ class ShellWorker:
     def start_thread(self) -> None:
         self.thread = threading.Thread(target=self._run, name=f"ipymini-subshell-{self.subshell_id}",
                                        daemon=True)
+        # subshell cells are not debugged (as in ipykernel): pydevd neither traces nor lists the thread
+        self.thread.pydev_do_not_trace = self.thread.is_pydev_daemon_thread = True
         self.thread.start()
         self._ready.wait(10)
 
