@@ -18,6 +18,7 @@ import warnings
 from IPython.core.async_helpers import _pseudo_sync_runner
 from IPython.core import page, payloadpage
 
+from .completion import Completer
 from .shell import KernelShell
 
 
@@ -45,6 +46,7 @@ class Bridge:
         self._run_kwargs = {k for k in ("cell_id", "cell_meta") if k in run_params}
         self._install_input()
         install_namespace_magics(shell)
+        self.completer = Completer(shell)
 
     def start(self) -> None:
         """Run what IPython's configuration asks for at startup (after the kernel can publish)."""
@@ -128,29 +130,9 @@ class Bridge:
 
     # -- shell services --
 
-    def complete(self, code: str, cursor_pos: int) -> dict:
-        """complete_reply content from IPython's completer (cursor positions in code points)."""
-        from IPython.core.completer import provisionalcompleter
-
-        shell = self.shell
-        with provisionalcompleter(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            completions = list(shell.Completer.completions(code, cursor_pos))
-        if completions:
-            start = min(c.start for c in completions)
-            end = max(c.end for c in completions)
-        else:
-            start = end = cursor_pos
-        matches, experimental = [], []
-        for c in completions:
-            text = code[start:c.start] + c.text + code[c.end:end]
-            if text in matches:
-                continue
-            matches.append(text)
-            experimental.append({"start": start, "end": end, "text": text, "type": c.type,
-                                 "signature": c.signature})
-        return {"matches": matches, "cursor_start": start, "cursor_end": end,
-                "metadata": {"_jupyter_types_experimental": experimental}, "status": "ok"}
+    def complete(self, code: str, cursor_pos: int | None) -> dict:
+        """complete_reply content (see completion.py)."""
+        return self.completer.complete(code, cursor_pos)
 
     def inspect(self, code: str, cursor_pos: int, detail_level: int) -> dict:
         """inspect_reply content: IPython's object info for the name at the cursor."""
