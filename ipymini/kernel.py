@@ -402,8 +402,10 @@ class Kernel:
 
     def inspect_request(self, req: Request) -> None:
         c = req.content
+        omit = c.get("omit_sections") or ()
         self.send_reply(req, self.bridge.inspect(c["code"], c["cursor_pos"],
-                                                 int(c.get("detail_level", 0) or 0)))
+                                                 int(c.get("detail_level", 0) or 0),
+                                                 omit if isinstance(omit, list) else ()))
 
     def is_complete_request(self, req: Request) -> None:
         self.send_reply(req, self.bridge.is_complete(req.content["code"]))
