@@ -64,7 +64,7 @@ def test_without_allow_stdin_input_raises(kernel):
 
 def test_interrupt_ends_an_input_wait(kernel):
     msg_id = start(kernel, "try:\n    input('wait: ')\nexcept KeyboardInterrupt:\n    print('got KI')\n    raise")
-    kernel.kc.get_stdin_msg(timeout=TIMEOUT)
+    abandoned = kernel.kc.get_stdin_msg(timeout=TIMEOUT)
     t0 = time.monotonic()
     kernel.km.interrupt_kernel()
     reply = kernel.shell_reply(msg_id)
@@ -72,10 +72,11 @@ def test_interrupt_ends_an_input_wait(kernel):
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert "got KI" in stream_text(kernel.iopub_until_idle(msg_id))
-    # a stale reply to the abandoned prompt is dropped, and the next input works
-    kernel.kc.input("stale")
+    # a late reply to the abandoned prompt is dropped, even once the next prompt waits
     msg_id = start(kernel, "v = input('again: ')\nprint(v)")
     kernel.kc.get_stdin_msg(timeout=TIMEOUT)
+    kernel.kc.stdin_channel.send(kernel.kc.session.msg("input_reply", {"value": "stale"},
+                                                       parent=abandoned["header"]))
     kernel.kc.input("fresh")
     assert kernel.shell_reply(msg_id)["content"]["status"] == "ok"
     assert stream_text(kernel.iopub_until_idle(msg_id)) == "fresh\n"
