@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import getpass
 import inspect
+import os
 import sys
 import warnings
 
@@ -51,6 +52,10 @@ class Bridge:
     def start(self) -> None:
         """Run what IPython's configuration asks for at startup (after the kernel can publish)."""
         app = self.app
+        # matplotlib's default backend becomes inline, as in ipykernel; only an environment variable
+        # here, so nothing is imported until the user imports matplotlib
+        if not os.environ.get("MPLBACKEND"):
+            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
         app.init_path()
         app.init_gui_pylab()
         app.init_extensions()
