@@ -103,7 +103,8 @@ def test_completion_keeps_the_users_alarm(kernel):
 
 
 def test_env_flags_turn_off_jedi_and_types():
-    k = KernelHarness(env={"IPYMINI_USE_JEDI": "0", "IPYMINI_EXPERIMENTAL_COMPLETIONS": "0"})
+    k = KernelHarness(env={"IPYMINI_USE_JEDI": "0", "IPYMINI_EXPERIMENTAL_COMPLETIONS": "0",
+                           "IPYMINI_COMPLETION_TIMEOUT": "0.3"})
     try:
         reply, _ = k.execute("", user_expressions={"j": "get_ipython().Completer.use_jedi"})
         assert reply["content"]["user_expressions"]["j"]["data"]["text/plain"] == "False"
@@ -111,6 +112,12 @@ def test_env_flags_turn_off_jedi_and_types():
         c = complete(k, "delta_")
         assert c["matches"] == ["delta_value"]
         assert c["metadata"] == {}
+        # the budget is configurable
+        k.run_ok("import time\nclass Slow:\n    def __dir__(self):\n        time.sleep(30)\n"
+                 "        return []\nslow = Slow()")
+        t0 = time.monotonic()
+        complete(k, "slow.")
+        assert time.monotonic() - t0 < 1.2
     finally:
         k.stop()
 
