@@ -20,8 +20,10 @@ CASES = {
 def interrupt(kernel, mode):
     if mode == "signal":
         kernel.km.interrupt_kernel()
-    else:
-        reply, _ = kernel.request("interrupt_request", {}, channel="control")
+    else:  # wait for the reply only: reading iopub here would drop the cell's own messages
+        msg = kernel.kc.session.msg("interrupt_request", {})
+        kernel.kc.control_channel.send(msg)
+        reply = kernel.shell_reply(msg["header"]["msg_id"], channel="control")
         assert reply["content"]["status"] == "ok"
 
 
@@ -56,6 +58,7 @@ def test_interrupt_stops_the_cell(kernel, mode, case):
     assert content["ename"] == "KeyboardInterrupt"
     assert elapsed < 5, elapsed
     msgs += kernel.iopub_until_idle(msg_id)
+    assert len(of_type(msgs, "error")) == 1, [(m["msg_type"], str(m["content"])[:300]) for m in msgs]
     [err] = of_type(msgs, "error")
     assert err["content"]["ename"] == "KeyboardInterrupt"
     # the queued cell is aborted, as after any error
