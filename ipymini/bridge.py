@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import getpass
 import inspect
+import os
 import sys
 import threading
 import warnings
@@ -19,6 +20,7 @@ import warnings
 from IPython.core.async_helpers import _pseudo_sync_runner
 from IPython.core import page, payloadpage
 
+from .completion import Completer
 from .shell import KernelShell
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
@@ -50,10 +52,15 @@ class Bridge:
         self._history_timer = None
         self._install_input()
         install_namespace_magics(shell)
+        self.completer = Completer(shell)
 
     def start(self) -> None:
         """Run what IPython's configuration asks for at startup (after the kernel can publish)."""
         app = self.app
+        # matplotlib's default backend becomes inline, as in ipykernel; only an environment variable
+        # here, so nothing is imported until the user imports matplotlib
+        if not os.environ.get("MPLBACKEND"):
+            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
         app.init_path()
         app.init_gui_pylab()
         app.init_extensions()
@@ -168,42 +175,23 @@ class Bridge:
 
     # -- shell services --
 
-    def complete(self, code: str, cursor_pos: int) -> dict:
-        """complete_reply content from IPython's completer (cursor positions in code points)."""
-        from IPython.core.completer import provisionalcompleter
+    def complete(self, code: str, cursor_pos: int | None) -> dict:
+        """complete_reply content (see completion.py)."""
+        return self.completer.complete(code, cursor_pos)
 
-        shell = self.shell
-        with provisionalcompleter(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            completions = list(shell.Completer.completions(code, cursor_pos))
-        if completions:
-            start = min(c.start for c in completions)
-            end = max(c.end for c in completions)
-        else:
-            start = end = cursor_pos
-        matches, experimental = [], []
-        for c in completions:
-            text = code[start:c.start] + c.text + code[c.end:end]
-            if text in matches:
-                continue
-            matches.append(text)
-            experimental.append({"start": start, "end": end, "text": text, "type": c.type,
-                                 "signature": c.signature})
-        return {"matches": matches, "cursor_start": start, "cursor_end": end,
-                "metadata": {"_jupyter_types_experimental": experimental}, "status": "ok"}
-
-    def inspect(self, code: str, cursor_pos: int, detail_level: int) -> dict:
+    def inspect(self, code: str, cursor_pos: int, detail_level: int, omit_sections=()) -> dict:
         """inspect_reply content: IPython's object info for the name at the cursor."""
         from IPython.utils.tokenutil import token_at_cursor
 
         name = token_at_cursor(code, cursor_pos)
         try:
-            bundle = self.shell.object_inspect_mime(name, detail_level=detail_level)
-            if not self.shell.enable_html_pager:
-                bundle.pop("text/html", None)
-            return {"status": "ok", "found": True, "data": bundle, "metadata": {}}
+            bundle = self.shell.object_inspect_mime(name, detail_level=detail_level,
+                                                    omit_sections=set(omit_sections or ()))
         except KeyError:
             return {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        if not self.shell.enable_html_pager:
+            bundle.pop("text/html", None)
+        return {"status": "ok", "found": True, "data": bundle, "metadata": {}}
 
     def is_complete(self, code: str) -> dict:
         """is_complete_reply content from IPython's input transformer."""
@@ -214,26 +202,46 @@ class Bridge:
         return reply
 
     def history(self, content: dict) -> dict:
-        """history_reply content for tail, range and search requests."""
+        """history_reply content for tail, range and search requests.
+
+        Entries carry real session numbers whichever access type asked (IPython's get_range numbers the
+        current session 0), and outputs of the current session come from memory for all three (the
+        database only has them when `HistoryManager.db_log_output` is on).
+        """
         hm = self.shell.history_manager
         output = bool(content.get("output", False))
         raw = bool(content.get("raw", True))
         kind = content["hist_access_type"]
-        if kind == "tail":
-            hist = hm.get_tail(int(content.get("n", 10)), raw=raw, output=output, include_latest=True)
-        elif kind == "range":
-            session = int(content.get("session", 0) or 0)
-            hist = hm.get_range(session, int(content.get("start", 0) or 0), content.get("stop"),
-                                raw=raw, output=output)
-            # IPython numbers the current session 0 here, while tail and search give its real number
-            hist = [(hm.session_number, *h[1:]) if h[0] == 0 else h for h in hist]
-        elif kind == "search":
-            hist = hm.search(content.get("pattern", "*"), raw=raw, output=output,
-                             n=content.get("n"), unique=bool(content.get("unique", False)))
-        else:
-            return {"status": "error", "ename": "ValueError",
-                    "evalue": f"unknown hist_access_type {kind!r}", "traceback": [], "history": []}
-        return {"status": "ok", "history": [list(h) for h in hist]}
+        try:
+            n = _opt_int(content, "n")
+            if kind == "tail":
+                hist = hm.get_tail(10 if n is None else n, raw=raw, output=output, include_latest=True)
+            elif kind == "range":
+                start = _opt_int(content, "start")
+                hist = hm.get_range(_opt_int(content, "session") or 0, 1 if start is None else start,
+                                    _opt_int(content, "stop"), raw=raw, output=output)
+            elif kind == "search":
+                pattern = content.get("pattern") or "*"
+                if not isinstance(pattern, str):
+                    raise ValueError("pattern must be a string")
+                hist = hm.search(pattern, raw=raw, output=output, n=n,
+                                 unique=bool(content.get("unique", False)))
+            else:
+                raise ValueError(f"unknown hist_access_type {kind!r}")
+            current = hm.session_number
+            entries = []
+            for session, line, item in hist:
+                if session == 0:
+                    session = current
+                if line == 0 and session == current:
+                    continue  # IPython's placeholder before the first cell, not a cell
+                if output and session == current and item[1] is None:
+                    item = (item[0], hm.output_hist_reprs.get(line))
+                entries.append([session, line, list(item) if output else item])
+        except (ValueError, TypeError) as e:
+            return {"status": "error", "ename": type(e).__name__, "evalue": str(e), "traceback": [],
+                    "history": []}
+        return {"status": "ok", "history": entries}
 
     # -- stdin --
 
@@ -258,6 +266,15 @@ class Bridge:
             self.shell.atexit_operations()
         except Exception:
             pass
+
+
+def _opt_int(content: dict, name: str) -> int | None:
+    value = content.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"history_request field {name!r} must be an integer")
+    return value
 
 
 def language_info() -> dict:

@@ -77,6 +77,7 @@ class Kernel:
         self.main = ShellWorker(self)  # the parent shell, on the main thread
         self.subshells = SubshellManager(self)
         self._interrupt_retry = False  # the next SIGINT is our own retry of a deferred interrupt
+        self.sigint_count = 0
         # comm messages run on the parent shell, serialized with its cells, unless this is set
         self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
         self._input_waiters: dict[str, queue.SimpleQueue] = {}
@@ -189,7 +190,18 @@ class Kernel:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
     def interrupt(self) -> None:
-        """Interrupt every running cell, as a SIGINT from the kernel manager does."""
+        """Interrupt every running cell, as a SIGINT from the kernel manager does.
+
+        As the leader of its process group (lifecycle.py), the kernel sends the SIGINT to the whole group
+        as signal mode does, so a child the cell waits on (os.system, a pipeline) stops too; otherwise only
+        the main thread is signalled.
+        """
+        try:
+            if os.getpgid(0) == os.getpid():
+                os.killpg(os.getpid(), signal.SIGINT)
+                return
+        except OSError:
+            pass
         self.interrupt_main()
 
     def interrupt_main(self) -> None:
@@ -197,6 +209,7 @@ class Kernel:
         signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
 
     def _on_sigint(self, signum, frame) -> None:
+        self.sigint_count += 1  # lets code that swallows KeyboardInterrupt (IPython's `!cmd`) notice
         if self._interrupt_retry:
             self._interrupt_retry = False
         else:
@@ -426,8 +439,10 @@ class Kernel:
 
     def inspect_request(self, req: Request) -> None:
         c = req.content
+        omit = c.get("omit_sections") or ()
         self.send_reply(req, self.bridge.inspect(c["code"], c["cursor_pos"],
-                                                 int(c.get("detail_level", 0) or 0)))
+                                                 int(c.get("detail_level", 0) or 0),
+                                                 omit if isinstance(omit, list) else ()))
 
     def is_complete_request(self, req: Request) -> None:
         self.send_reply(req, self.bridge.is_complete(req.content["code"]))
@@ -548,7 +563,8 @@ class Kernel:
             return
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
         waiter = self._input_waiters.get(parent_id)
-        if waiter is None and len(self._input_waiters) == 1:
+        if waiter is None and not parent_id and len(self._input_waiters) == 1:
+            # jupyter_client's kc.input() sends no parent; a reply to another (abandoned) prompt is stale
             waiter = next(iter(self._input_waiters.values()))
         if waiter is None:
             log.warning("dropped an input_reply that answers no pending input request")

@@ -217,6 +217,16 @@ class KernelShell(InteractiveShell):
         self.payload_manager.write_payload(
             {"source": "set_next_input", "text": text, "replace": replace})
 
+    def system_piped(self, cmd):
+        """`!cmd`: IPython stops the command on an interrupt and carries on; the kernel ends the cell."""
+        kernel = self.kernel
+        before = kernel.sigint_count if kernel is not None else 0
+        super().system_piped(cmd)
+        if kernel is not None and kernel.sigint_count != before:
+            raise KeyboardInterrupt
+
+    system = system_piped
+
     def showtraceback(self, exc_tuple=None, *args, **kwargs):
         etype = sys.exc_info()[0] if exc_tuple is None else exc_tuple[0]
         req = parent_request()
