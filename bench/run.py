@@ -1,7 +1,7 @@
 """Benchmark: ipymini against ipykernel and a do-nothing protocol floor, measured interleaved in one run.
 
     python bench/run.py [--quick] [--rounds N] [--only m1,m2] [--kernels ipymini,ipykernel,floor]
-                        [--json PATH]
+                        [--json PATH] [--ipython-arg=--Class.trait=value ...]
 
 Each round starts every kernel in turn (the order rotates between rounds), runs every metric on it and
 shuts it down; the figure reported is the median over rounds (round trips: median within a round, then
@@ -75,11 +75,14 @@ QUICK = dict(rounds=1, rtt_n=20, rtt_warmup=3, pipelined_n=50, lines_n=1000, big
 
 # ---------------------------------------------------------------------------------------------- kernels
 
-def write_kernelspecs(root: Path) -> KernelSpecManager:
-    """Kernelspecs for the three kernels, all run by this Python, in a private directory."""
+def write_kernelspecs(root: Path, ipython_args: tuple = ()) -> KernelSpecManager:
+    """Kernelspecs for the three kernels, all run by this Python, in a private directory.
+
+    ipython_args go to both IPython kernels (e.g. `--HistoryManager.hist_file=:memory:`, as nbclient)."""
     argvs = {
-        "ipymini": [sys.executable, "-m", "ipymini", "-f", "{connection_file}"],
-        "ipykernel": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "ipymini": [sys.executable, "-m", "ipymini", "-f", "{connection_file}", *ipython_args],
+        "ipykernel": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                      *ipython_args],
         "floor": [sys.executable, str(HERE / "floor_kernel.py"), "-f", "{connection_file}"],
     }
     for name, argv in argvs.items():
@@ -523,6 +526,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", help=f"comma-separated metrics: {','.join(METRIC_NAMES)}")
     p.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated: ipymini,ipykernel,floor")
     p.add_argument("--json", default=str(HERE / "results.json"), help="where to write the results")
+    p.add_argument("--ipython-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for both IPython kernels, e.g. "
+                        "--ipython-arg=--HistoryManager.hist_file=:memory: (repeatable)")
     args = p.parse_args(argv)
 
     cfg = dict(QUICK if args.quick else FULL)
@@ -536,7 +542,7 @@ def main(argv=None) -> int:
 
     tmp = tempfile.TemporaryDirectory(prefix="ipymini-bench-")
     root = Path(tmp.name)
-    ksm = write_kernelspecs(root)
+    ksm = write_kernelspecs(root, tuple(args.ipython_arg))
     env = kernel_env(str(root / "ipython"))
     samples: dict = {k: {} for k in kernels}
     extras: dict = {k: {} for k in kernels}
@@ -566,7 +572,8 @@ def main(argv=None) -> int:
     print()
     print(f"Benchmark {date}, {info['cpus']} cores ({info.get('cpu', platform.machine())}), Python "
           f"{info['python']}, IPython {info['ipython']}, ipykernel {info.get('ipykernel', '-')}; "
-          f"{cfg['rounds']} interleaved round(s), medians{' (--quick)' if args.quick else ''}.")
+          f"{cfg['rounds']} interleaved round(s), medians{' (--quick)' if args.quick else ''}"
+          f"{'; IPython kernels run with ' + ' '.join(args.ipython_arg) if args.ipython_arg else ''}.")
     print()
     print(md)
     print()
@@ -574,7 +581,8 @@ def main(argv=None) -> int:
           + ", ".join(f"{k}: {'-' if v is None else ('yes' if v else 'NO')}" for k, v in lossless.items()))
     if errors:
         print(f"errors: {json.dumps(errors, indent=1)}")
-    out = {"date": date, "machine": info, "config": cfg, "quick": args.quick, "kernels": kernels,
+    out = {"date": date, "machine": info, "config": cfg, "quick": args.quick,
+           "ipython_args": args.ipython_arg, "kernels": kernels,
            "metrics": {m.name: {"label": m.label, "unit": m.unit, "higher_is_better": m.higher_better,
                                 "applies_to_floor": m.floor} for m in METRICS if m.name in metrics},
            "results": results, "samples": samples, "extras": extras, "lossless": lossless,
