@@ -121,7 +121,8 @@ class Kernel:
         self.main.attach(self.loop)
         self.transport.start(self.iopub, self._on_io_message, self._on_control_message,
                              on_crash=self.request_stop)
-        self.transport.io_thread.flush_partials = streams.flush_all
+        self.transport.io_thread.flush_partials = streams.flush_on_timer
+        self.transport.io_thread.flush_all = streams.flush_all
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
         self._start_output_options()

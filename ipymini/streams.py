@@ -180,6 +180,53 @@ def flush_all(blocking: bool = True) -> bool:
     return True
 
 
+_seen_at_last_tick: dict = {}  # buffer key -> (parts list, its length) when the timer last looked
+
+
+def flush_on_timer() -> bool | None:
+    """The IO thread's periodic flush. Returns None if a writer holds the lock (try again soon), else
+    whether an unfinished line is still held back (look again after another interval).
+
+    Complete lines are published at once. An unfinished line is published only once it has sat
+    unchanged for a whole interval: publishing it while its thread is mid-`print` would let another
+    thread's text land inside that line.
+    """
+    if not _lock.acquire(False):
+        return None
+    try:
+        seen = {}
+        a = _active
+        if a.parts:
+            if _unchanged("active", a.parts):
+                _push_active()
+            else:
+                text = a.parts[0] if len(a.parts) == 1 else "".join(a.parts)
+                nl = text.rfind("\n")
+                rest = text[nl + 1:]
+                if nl >= 0:
+                    _emit(a.stream, text[:nl + 1], a.request)
+                a.parts = [rest] if rest else []
+                a.size = len(rest)
+                if a.parts:
+                    seen["active"] = (a.parts, len(a.parts))
+        for key, held in list(_aside.items()):
+            if _unchanged(key, held):
+                del _aside[key]
+                _emit(key[1], held[0], held[1])
+            else:
+                seen[key] = (held, len(held))
+        _seen_at_last_tick.clear()
+        _seen_at_last_tick.update(seen)
+        return bool(seen)
+    finally:
+        _lock.release()
+
+
+def _unchanged(key, parts) -> bool:
+    last = _seen_at_last_tick.get(key)
+    return last is not None and last[0] is parts and last[1] == len(parts)
+
+
 def set_budget(limit: int | None) -> None:
     """Limit each request's stream output to `limit` bytes (None: unlimited)."""
     global budget

@@ -85,7 +85,8 @@ class ChannelThread(threading.Thread):
         self._held = None  # iopub frames refused by a full subscriber, sent first when room returns
         self.stall_timeout = float(os.environ.get("IPYMINI_IOPUB_STALL_TIMEOUT", "10"))
         self._warned_stall = False
-        self.flush_partials = None  # callable publishing threads' unfinished lines (set by the kernel)
+        self.flush_all = None  # publish every buffered stream text (streams.flush_all), at exit
+        self.flush_partials = None  # the streams' timed flush (streams.flush_on_timer, set by the kernel)
 
     # -- called from any thread --
 
@@ -215,9 +216,10 @@ class ChannelThread(threading.Thread):
         if due is not None and now >= due:
             self.iopub.partials_due = None
             if self.flush_partials is not None:
-                if self.flush_partials(False):
+                still_held = self.flush_partials()
+                if still_held is not None:
                     self.iopub.flush()  # that text has waited its interval already: send it now
-                else:
+                if still_held is not False:  # a writer held the lock, or an unfinished line waits
                     self.iopub.partials_due = now + self.iopub.flush_interval
         sock = self.iopub_socket
         while True:
@@ -282,8 +284,8 @@ class ChannelThread(threading.Thread):
         self._send_outbox()
         if self.iopub is None:
             return
-        if self.flush_partials is not None:
-            self.flush_partials(False)
+        if self.flush_all is not None:
+            self.flush_all(False)
         while time.monotonic() < deadline:
             self.iopub.flush()
             self._send_iopub()
