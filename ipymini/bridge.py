@@ -124,7 +124,9 @@ class Bridge:
                                     preprocessing_exc_tuple=preprocessing_exc, **kwargs)
         result = None
         try:
-            if shell.should_run_async(code, transformed_cell=transformed,
+            # top-level await needs one of these words: skip IPython's second tokenize without them
+            maybe_async = "await" in transformed or "async" in transformed
+            if maybe_async and shell.should_run_async(code, transformed_cell=transformed,
                                       preprocessing_exc_tuple=preprocessing_exc):
                 task = asyncio.ensure_future(coro)
                 worker.cell_task = task

@@ -3,8 +3,9 @@
 Owns fds 1 and 2 while the kernel runs: each is replaced by a pipe whose text is written into the
 kernel's stdout/stderr stream, so `os.system`, `subprocess.run` without capture and C extensions show up
 in the cell. A reader thread forwards output as it arrives (subprocesses write while the cell waits on
-them); the streams also drain the pipes inline at most once a millisecond, so output a C call wrote just
-before a Python `print` comes out before it. C stdio buffers are flushed at the end of each cell.
+them); the pipes are also drained when a child process is waited for (`os.system`, `Popen.wait`), and
+inline by the streams at most once a millisecond, so output written just before a Python `print`
+comes out before it. C stdio buffers are flushed at the end of each cell.
 The kernel's own log keeps the original stderr. Turn it off with IPYMINI_CAPTURE_FD=0.
 """
 
@@ -44,6 +45,31 @@ class FDCapture:
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._forward, name="ipymini-fd-capture", daemon=True)
         self._thread.start()
+        self._drain_after_child_exits()
+
+    def _drain_after_child_exits(self) -> None:
+        """When a child process has been waited for, its output is all in the pipes: move it into
+        the streams right then, so a print that follows `os.system(...)` or `subprocess.run(...)`
+        comes after the child's output."""
+        import subprocess
+
+        system, wait = os.system, subprocess.Popen.wait
+        capture = self
+
+        def system_then_drain(command):
+            status = system(command)
+            capture.drain(blocking=True)
+            return status
+
+        def wait_then_drain(self, timeout=None):
+            status = wait(self, timeout)
+            capture.drain(blocking=True)
+            return status
+
+        system_then_drain.__doc__, wait_then_drain.__doc__ = system.__doc__, wait.__doc__
+        os.system = system_then_drain
+        subprocess.Popen.wait = wait_then_drain
+        self._restore = lambda: (setattr(os, "system", system), setattr(subprocess.Popen, "wait", wait))
 
     def original_stderr(self):
         """A text file on the original stderr, for the kernel's own log."""
@@ -108,6 +134,7 @@ class FDCapture:
             self.flush_c_stdio()
         except Exception:
             pass
+        self._restore()
         for fd, saved in self.saved.items():
             os.dup2(saved, fd)
             os.close(saved)

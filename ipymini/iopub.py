@@ -51,16 +51,20 @@ class IOPubQueue:
     # -- producers (any thread) --
 
     def publish(self, msg_type: str, content: dict, request=None, metadata=None, buffers=None,
-                header=None) -> dict:
-        """Queue a message for iopub, parented to `request` (a Request or None). Returns the message."""
+                header=None, wake: bool = True) -> dict:
+        """Queue a message for iopub, parented to `request` (a Request or None). Returns the message.
+
+        wake=False leaves the IO thread asleep when another message follows at once (each wake-up is
+        a syscall and a hand-over of the GIL).
+        """
         parent = request.header if request is not None else {}
         msg = self.session.msg(msg_type, content, parent=parent, metadata=metadata, header=header)
         if buffers:
             msg["buffers"] = buffers
-        self.publish_msg(msg)
+        self.publish_msg(msg, wake)
         return msg
 
-    def publish_msg(self, msg: dict) -> None:
+    def publish_msg(self, msg: dict, wake: bool = True) -> None:
         """Queue an already built message."""
         frames = self.session.serialize(msg, ident=[msg["header"]["msg_type"].encode()])
         if msg.get("buffers"):
@@ -71,7 +75,8 @@ class IOPubQueue:
             self._items.append((frames, size))
             self._bytes += size
             self.enqueued += 1
-        self._wake()
+        if wake:
+            self._wake()
 
     def write_stream(self, name: str, text: str, request) -> None:
         """Queue stream text; it joins the pending chunk when that is for the same stream and request."""
@@ -103,12 +108,13 @@ class IOPubQueue:
             self.partials_due = time.monotonic() + self.flush_interval
             self._wake()
 
-    def flush(self) -> None:
+    def flush(self, wake: bool = True) -> None:
         """Ask for the pending stream chunk to be sent now instead of at its timer."""
         with self._lock:
             if self._items and self._items[-1].__class__ is _Chunk:
                 self._items[-1].urgent = True
-        self._wake()
+        if wake:
+            self._wake()
 
     def _wait_for_room(self, size: int) -> None:
         # Called with the lock held. The IO thread must never wait for itself.

@@ -373,7 +373,9 @@ class Kernel:
         return req.msg if req is not None else {}
 
     def _publish_status(self, state: str, req: Request) -> None:
-        self.iopub.publish("status", {"execution_state": state}, req)
+        # `busy` needs no wake-up of its own: execute_input, the reply or idle follows and wakes the
+        # IO thread, which then sends everything in order (one GIL hand-over instead of several)
+        self.iopub.publish("status", {"execution_state": state}, req, wake=state != "busy")
 
     def send_reply(self, req: Request, content: dict, metadata=None) -> None:
         """Send the reply to `req` on its channel, after every iopub message it produced so far."""
@@ -383,9 +385,11 @@ class Kernel:
         if req.channel == "control":
             self.transport.send("control", frames)
         else:
+            # no wake-up here: `idle` is published right after every shell reply and wakes the IO
+            # thread, which sends the outputs, this reply and idle in order
             streams.flush_all()
-            self.iopub.flush()
-            self.transport.io_thread.send_after_iopub(req.channel, frames)
+            self.iopub.flush(wake=False)
+            self.transport.io_thread.send_after_iopub(req.channel, frames, wake=False)
 
     # ------------------------------------------------------------------ shell handlers
 

@@ -98,14 +98,15 @@ class ChannelThread(threading.Thread):
             self.outbox.append((channel, frames, None))
             self.waker.wake()
 
-    def send_after_iopub(self, channel: str, frames: list) -> None:
+    def send_after_iopub(self, channel: str, frames: list, wake: bool = True) -> None:
         """Queue frames to go out once every iopub message queued before them has been sent.
 
         Replies and input requests use this so a client sees a request's outputs before its reply. If
         iopub is stalled by a subscriber that does not read, they go ahead rather than wait for it.
         """
         self.outbox.append((channel, frames, self.iopub.enqueued))
-        self.waker.wake()
+        if wake:
+            self.waker.wake()
 
     def sync(self, timeout: float = 1.0) -> bool:
         """Wait until this thread has received everything already waiting on its sockets."""
