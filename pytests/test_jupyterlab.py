@@ -6,8 +6,7 @@ card. Each check saves a screenshot under test-artifacts/ (gitignored).
 
 The browser is Debian's /usr/bin/chromium (installed with apt-get when missing); Playwright only
 drives it: never `playwright install`. The completion check is timed: JupyterLab 4 may send a
-`debug_request` on Tab even with the debugger off, and the kernel must answer it at once (with this
-kernelspec's `"debugger": false`, JupyterLab 4.6 sent none in our runs; test_protocol covers the reply).
+`debug_request` along with Tab's completion, and the kernel must answer it at once.
 Not covered yet: the ipywidgets slider (needs comms in the kernel).
 """
 
