@@ -25,6 +25,10 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# real clients end to end: nbclient/nbconvert, jupyter console (pexpect), JupyterLab (headless Chromium)
+test-e2e: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -m "nbclient or console or browser" $(PYTEST_ARGS)
+
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/run.py
 

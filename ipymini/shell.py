@@ -23,6 +23,7 @@ from traitlets import Any, Type
 
 from .cellfile import cell_filename
 from .routing import parent_request
+from .subshells import KERNEL_DIR
 
 
 def _subshell_worker():
@@ -102,6 +103,18 @@ class KernelDisplayPublisher(DisplayPublisher):
             kernel.publish_msg(msg)
         else:
             kernel.publish(msg_type, content)
+
+
+def _drop_kernel_frames(tb) -> None:
+    """Cut the kernel's own frames off the end of an interrupt's traceback: the kernel's SIGINT
+    handler (or input()) raised it for the user's code, which is where the traceback should end."""
+    last_user = None
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(KERNEL_DIR):
+            last_user = tb
+        tb = tb.tb_next
+    if last_user is not None:
+        last_user.tb_next = None
 
 
 class _Permanent:
@@ -238,6 +251,8 @@ class KernelShell(InteractiveShell):
         debugger = getattr(self.kernel, "debugger", None)
         if debugger is not None:
             debugger.on_cell_error(sys.exc_info() if exc_tuple is None else exc_tuple)
+        if etype is not None and issubclass(etype, KeyboardInterrupt):
+            _drop_kernel_frames((sys.exc_info() if exc_tuple is None else exc_tuple)[2])
         return super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype, evalue, stb):

@@ -1,0 +1,300 @@
+"""JupyterLab end to end: a real JupyterLab server and headless Chromium driven with Playwright.
+
+One server (127.0.0.1 only, token auth, temporary root/config/runtime dirs) and one browser page per
+module; the tests run in order in one notebook created from the launcher's "Python 3 (ipymini)"
+card. Each check saves a screenshot under test-artifacts/ (gitignored).
+
+The browser is Debian's /usr/bin/chromium (installed with apt-get when missing); Playwright only
+drives it: never `playwright install`. The completion check is timed: JupyterLab 4 may send a
+`debug_request` along with Tab's completion, and the kernel must answer it at once.
+Not covered yet: the ipywidgets slider (needs comms in the kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import kernel_harness
+
+pytestmark = pytest.mark.browser
+
+REPO = kernel_harness.REPO
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TOKEN = "ipymini-e2e"
+UI_TIMEOUT = 30_000  # ms
+
+
+def _loud_skip(reason: str):
+    banner = "!" * 20
+    print(f"\n{banner} BROWSER TESTS SKIPPED: {reason} {banner}", file=sys.stderr)
+    pytest.skip(f"BROWSER TESTS NOT RUN: {reason}")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when it is missing."""
+    if not os.path.exists(CHROMIUM):
+        if shutil.which("apt-get") is None:
+            _loud_skip(f"{CHROMIUM} is missing and there is no apt-get to install it")
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                                      env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            except (OSError, subprocess.TimeoutExpired) as e:
+                _loud_skip(f"`{' '.join(cmd)}` failed: {e}")
+            if proc.returncode != 0:
+                _loud_skip(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr[-500:]}")
+        if not os.path.exists(CHROMIUM):
+            _loud_skip(f"apt-get install chromium did not provide {CHROMIUM}")
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab_url(tmp_path_factory):
+    """A JupyterLab server in a temporary root dir; yields its base URL."""
+    tmp = tmp_path_factory.mktemp("lab")
+    for d in ("root", "config/labconfig", "runtime", "data", "ipython"):
+        (tmp / d).mkdir(parents=True)
+    # no "would you like news?" toast over the notebook; window.jupyterapp to ask about the kernel
+    (tmp / "config/labconfig/page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True},
+         "exposeAppInBrowser": True}))
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+           "JUPYTER_DATA_DIR": str(tmp / "data"), "IPYTHONDIR": str(tmp / "ipython")}
+    port = _free_port()
+    cmd = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser",
+           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp / 'root'}",
+           "--ServerApp.terminals_enabled=False", "--LabApp.news_url=",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "lab-server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"jupyter lab exited ({server.returncode}):\n{log_path.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"jupyter lab did not answer within 90s:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(chromium, lab_url, tmp_path_factory):
+    """A browser page showing a new ipymini notebook, its kernel idle."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        try:
+            context.set_default_timeout(UI_TIMEOUT)
+            pg = context.pages[0] if context.pages else context.new_page()
+            pg.goto(f"{lab_url}/lab?token={TOKEN}")
+            pg.locator('.jp-LauncherCard[title="Python 3 (ipymini)"]').first.click()
+            pg.locator(".jp-NotebookPanel").wait_for()
+            wait_idle(pg)
+            yield pg
+        finally:
+            context.close()
+
+
+KERNEL_READY = """() => {
+    const kernel = window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel;
+    return !!kernel && kernel.connectionStatus === "connected" && kernel.status === "idle";
+}"""
+
+
+def wait_idle(pg) -> None:
+    """Wait until the notebook's kernel is connected and idle (the UI runs nothing before that)."""
+    pg.wait_for_function(KERNEL_READY, timeout=UI_TIMEOUT)
+
+
+def shot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"lab-{name}.png"))
+
+
+def type_in_last_cell(pg, code: str):
+    """Put `code` in the notebook's last (empty) cell; returns the cell."""
+    cells = pg.locator(".jp-Notebook .jp-Cell")
+    cell = cells.nth(cells.count() - 1)
+    cell.locator(".cm-content").click()
+    pg.keyboard.insert_text(code)  # no per-key auto-indent or bracket closing
+    return cell
+
+
+def run_cell(pg, code: str, wait: bool = True):
+    """Type `code` in the last cell and run it (Shift+Enter); returns the cell."""
+    cell = type_in_last_cell(pg, code)
+    pg.keyboard.press("Shift+Enter")
+    if wait:
+        wait_done(cell)
+    return cell
+
+
+def wait_done(cell, timeout: float = UI_TIMEOUT) -> None:
+    from playwright.sync_api import expect
+
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(re.compile(r"\[\d+\]:"), timeout=timeout)
+
+
+def test_print(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, 'print("hello from ipymini")')
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text("hello from ipymini")
+    shot(page, "print")
+
+
+def test_out_result(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, "6 * 7")
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text("42")
+    prompt = cell.locator(".jp-InputArea-prompt").inner_text()
+    expect(cell.locator(".jp-OutputArea-prompt")).to_have_text(prompt)  # Out [n] matches In [n]
+    shot(page, "out-result")
+
+
+def test_html_output(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, 'from IPython.display import HTML\nHTML("<b>bold html</b> and <i>italic</i>")')
+    out = cell.locator(".jp-OutputArea-output.jp-RenderedHTMLCommon")
+    expect(out.locator("b")).to_have_text("bold html")
+    expect(out.locator("i")).to_have_text("italic")
+    shot(page, "html")
+
+
+def test_traceback(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, 'def boom():\n    raise ValueError("kaboom")\n\nboom()')
+    err = cell.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    expect(err).to_contain_text("ValueError")
+    expect(err).to_contain_text("Cell In[")
+    expect(err).to_contain_text("ValueError: kaboom")
+    shot(page, "traceback")
+
+
+def test_streaming_prints_arrive_while_running(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, 'import time\nfor i in range(4):\n    print(f"tick {i}", flush=True)\n'
+                          '    time.sleep(1)', wait=False)
+    out = cell.locator(".jp-OutputArea-output")
+    expect(out).to_contain_text("tick 0", timeout=10_000)
+    # the first line is shown while the cell still runs
+    assert "tick 3" not in out.inner_text()
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[*]:")
+    shot(page, "streaming-partial")
+    wait_done(cell)
+    expect(out).to_have_text("tick 0\ntick 1\ntick 2\ntick 3")
+    shot(page, "streaming-done")
+
+
+def test_input_answered_in_the_input_box(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, 'name = input("your name? ")\nprint("hello", name)', wait=False)
+    box = cell.locator(".jp-Stdin-input")
+    box.wait_for()
+    expect(cell.locator(".jp-Stdin-prompt")).to_contain_text("your name?")
+    shot(page, "input-asked")
+    box.fill("Ada")
+    box.press("Enter")
+    wait_done(cell)
+    expect(cell.locator(".jp-OutputArea")).to_contain_text("hello Ada")
+    shot(page, "input-answered")
+
+
+def test_tab_completion(page):
+    from playwright.sync_api import expect
+
+    cell = type_in_last_cell(page, "import collec")
+    t0 = time.monotonic()
+    page.keyboard.press("Tab")
+    editor = cell.locator(".cm-content")
+    # JupyterLab lists the kernel's matches (even a single one) in the completer; Enter takes one
+    match = page.locator(".jp-Completer .jp-Completer-match", has_text=re.compile(r"^collections$"))
+    match.or_(editor.filter(has_text="collections")).first.wait_for(timeout=10_000)
+    if match.count():
+        shot(page, "completion-list")
+        page.keyboard.press("Enter")
+    expect(editor).to_have_text("import collections")
+    assert time.monotonic() - t0 < 5, "completion took too long (debug_request not answered?)"
+    shot(page, "completion")
+    page.keyboard.press("Shift+Enter")
+    wait_done(cell)
+    cell = run_cell(page, "collections.__name__")
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text("'collections'")
+
+
+def test_stop_button_interrupts_sleep(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, "import time\ntime.sleep(30)", wait=False)
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[*]:")
+    time.sleep(1)
+    t0 = time.monotonic()
+    page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="interrupt"] button').click()
+    err = cell.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+    expect(err).to_contain_text("KeyboardInterrupt", timeout=10_000)
+    wait_done(cell, timeout=10_000)
+    assert time.monotonic() - t0 < 5, "the stop button took more than 5 s to interrupt"
+    shot(page, "interrupt")
+    cell = run_cell(page, '"alive after interrupt"')
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text("'alive after interrupt'")
+
+
+def test_kernel_restart(page):
+    from playwright.sync_api import expect
+
+    run_cell(page, "marker = 123")
+    page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="restart"] button').click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    page.locator(".jp-Dialog").wait_for(state="detached")
+    wait_idle(page)
+    cell = run_cell(page, '"marker" in globals()')
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text("False")
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[1]:")  # a fresh kernel counts from 1
+    shot(page, "restart")
