@@ -251,10 +251,10 @@ class Bridge:
         kernel = self.kernel
 
         def input(prompt=""):
-            return kernel.request_input(str(prompt), password=False)
+            return kernel.stdin.request_input(str(prompt), password=False)
 
         def getpass_(prompt="Password: ", stream=None):
-            return kernel.request_input(str(prompt), password=True)
+            return kernel.stdin.request_input(str(prompt), password=True)
 
         builtins.input = input
         getpass.getpass = getpass_

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -30,8 +29,8 @@ from .iopub import IOPubQueue
 from .messages import Request, problem_with
 from .routing import parent_request
 from .streams import KernelStream
-from .subshells import (INPUT_INTERRUPTED, ShellWorker, SubshellManager, in_kernel_code,
-                        interruptible, subshell_history)
+from .stdin import StdinBroker
+from .subshells import ShellWorker, SubshellManager, in_kernel_code, subshell_history
 from .transport import Transport
 
 log = logging.getLogger("ipymini")
@@ -80,7 +79,7 @@ class Kernel:
         self.sigint_count = 0
         # comm messages run on the parent shell, serialized with its cells, unless this is set
         self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
-        self._input_waiters: dict[str, queue.SimpleQueue] = {}
+        self.stdin = StdinBroker(self)
         self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self)
         self.debugger = None  # created by the first debug_request (debugger.py)
@@ -163,8 +162,7 @@ class Kernel:
                 handler.setStream(original)
 
     def _finish(self) -> None:
-        for waiter in list(self._input_waiters.values()):
-            waiter.put(None)
+        self.stdin.cancel_all()
         self.subshells.stop_all()
         if self.debugger is not None:
             self.debugger.close()
@@ -243,7 +241,7 @@ class Kernel:
     def _on_io_message(self, channel: str, idents: list, msg: dict) -> None:
         """IO thread: queue a shell request for the worker, or hand an input reply to its waiter."""
         if channel == "stdin":
-            self._deliver_input(msg)
+            self.stdin.deliver(msg)
             return
         header = msg.get("header") if isinstance(msg.get("header"), dict) else {}
         subshell_id = header.get("subshell_id")
@@ -524,55 +522,3 @@ class Kernel:
         else:
             self.send_reply(req, {"status": "error", "ename": "UnknownSubshell",
                                   "evalue": f"unknown subshell_id {subshell_id!r}", "traceback": []})
-
-    # ------------------------------------------------------------------ stdin
-
-    @interruptible
-    def request_input(self, prompt: str, password: bool) -> str:
-        """Ask the client of the current request for a line of input (input() and getpass())."""
-        from IPython.core.error import StdinNotImplementedError
-
-        req = parent_request()
-        if req is None or req.channel != "shell" or not req.content.get("allow_stdin", False):
-            raise StdinNotImplementedError(
-                "raw_input was called, but this frontend does not support input requests.")
-        msg = self.session.msg("input_request", {"prompt": prompt, "password": password},
-                               parent=req.header)
-        waiter: queue.SimpleQueue = queue.SimpleQueue()
-        msg_id = msg["header"]["msg_id"]
-        self._input_waiters[msg_id] = waiter
-        worker = req.worker
-        if worker is not None:
-            worker.input_waiter = waiter
-        try:
-            streams.flush_all()
-            self.iopub.flush()
-            self.transport.io_thread.send_after_iopub("stdin",
-                                                      self.session.serialize(msg, ident=req.idents))
-            value = waiter.get()
-        finally:
-            self._input_waiters.pop(msg_id, None)
-            if worker is not None:
-                worker.input_waiter = None
-        if value is INPUT_INTERRUPTED:
-            raise KeyboardInterrupt
-        if value is None:
-            raise EOFError("the kernel is shutting down")
-        if value == "\x04":
-            raise EOFError("EOF when reading a line")
-        return value
-
-    def _deliver_input(self, msg: dict) -> None:
-        if msg.get("header", {}).get("msg_type") != "input_reply":
-            log.warning("dropped an unexpected %r on stdin", msg.get("header", {}).get("msg_type"))
-            return
-        parent_id = (msg.get("parent_header") or {}).get("msg_id")
-        waiter = self._input_waiters.get(parent_id)
-        if waiter is None and not parent_id and len(self._input_waiters) == 1:
-            # jupyter_client's kc.input() sends no parent; a reply to another (abandoned) prompt is stale
-            waiter = next(iter(self._input_waiters.values()))
-        if waiter is None:
-            log.warning("dropped an input_reply that answers no pending input request")
-            return
-        value = (msg.get("content") or {}).get("value", "")
-        waiter.put(value if isinstance(value, str) else str(value))

@@ -1,0 +1,83 @@
+"""stdin: `input()` and `getpass()` in a cell, as input_request / input_reply on the stdin channel.
+
+Owns the waiting prompts. The asking thread sends an input_request to the client of its request (after
+that request's pending output) and waits; the IO thread hands each input_reply to the prompt it answers.
+An interrupt ends a wait with KeyboardInterrupt (main thread: the SIGINT handler raises in this wait,
+which is marked interruptible; subshells: the worker puts INPUT_INTERRUPTED in its waiter).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+
+from . import streams
+from .routing import parent_request
+from .subshells import INPUT_INTERRUPTED, interruptible
+
+log = logging.getLogger("ipymini")
+
+
+class StdinBroker:
+    """Pending input prompts by input_request msg_id, and the replies that answer them."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self._waiters: dict[str, queue.SimpleQueue] = {}
+
+    @interruptible
+    def request_input(self, prompt: str, password: bool) -> str:
+        """Ask the client of the current request for a line of input (input() and getpass())."""
+        from IPython.core.error import StdinNotImplementedError
+
+        kernel = self.kernel
+        req = parent_request()
+        if req is None or req.channel != "shell" or not req.content.get("allow_stdin", False):
+            raise StdinNotImplementedError(
+                "raw_input was called, but this frontend does not support input requests.")
+        msg = kernel.session.msg("input_request", {"prompt": prompt, "password": password},
+                                 parent=req.header)
+        waiter: queue.SimpleQueue = queue.SimpleQueue()
+        msg_id = msg["header"]["msg_id"]
+        self._waiters[msg_id] = waiter
+        worker = req.worker
+        if worker is not None:
+            worker.input_waiter = waiter
+        try:
+            streams.flush_all()
+            kernel.iopub.flush()
+            kernel.transport.io_thread.send_after_iopub("stdin",
+                                                        kernel.session.serialize(msg, ident=req.idents))
+            value = waiter.get()
+        finally:
+            self._waiters.pop(msg_id, None)
+            if worker is not None:
+                worker.input_waiter = None
+        if value is INPUT_INTERRUPTED:
+            raise KeyboardInterrupt
+        if value is None:
+            raise EOFError("the kernel is shutting down")
+        if value == "\x04":
+            raise EOFError("EOF when reading a line")
+        return value
+
+    def deliver(self, msg: dict) -> None:
+        """IO thread: hand an input_reply to the prompt it answers (or log and drop it)."""
+        if msg.get("header", {}).get("msg_type") != "input_reply":
+            log.warning("dropped an unexpected %r on stdin", msg.get("header", {}).get("msg_type"))
+            return
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        waiter = self._waiters.get(parent_id)
+        if waiter is None and not parent_id and len(self._waiters) == 1:
+            # jupyter_client's kc.input() sends no parent; a reply to another (abandoned) prompt is stale
+            waiter = next(iter(self._waiters.values()))
+        if waiter is None:
+            log.warning("dropped an input_reply that answers no pending input request")
+            return
+        value = (msg.get("content") or {}).get("value", "")
+        waiter.put(value if isinstance(value, str) else str(value))
+
+    def cancel_all(self) -> None:
+        """End every wait with EOFError (the kernel is shutting down)."""
+        for waiter in list(self._waiters.values()):
+            waiter.put(None)
