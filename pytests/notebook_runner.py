@@ -78,6 +78,9 @@ def _normalize_output(out: dict) -> dict:
                 "traceback": frames}
     data = {mime: (_clean(_text(v)) if isinstance(v, (str, list)) else v)
             for mime, v in out.get("data", {}).items()}
+    view = data.get("application/vnd.jupyter.widget-view+json")
+    if isinstance(view, dict) and "model_id" in view:  # a fresh random id on every run
+        data["application/vnd.jupyter.widget-view+json"] = {**view, "model_id": "<model>"}
     return {"output_type": kind, "data": data, "metadata": dict(out.get("metadata", {}))}
 
 

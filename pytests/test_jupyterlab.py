@@ -7,7 +7,6 @@ card. Each check saves a screenshot under test-artifacts/ (gitignored).
 The browser is Debian's /usr/bin/chromium (installed with apt-get when missing); Playwright only
 drives it: never `playwright install`. The completion check is timed: JupyterLab 4 may send a
 `debug_request` along with Tab's completion, and the kernel must answer it at once.
-Not covered yet: the ipywidgets slider (needs comms in the kernel).
 """
 
 from __future__ import annotations
@@ -203,6 +202,17 @@ def test_html_output(page):
     expect(out.locator("b")).to_have_text("bold html")
     expect(out.locator("i")).to_have_text("italic")
     shot(page, "html")
+
+
+def test_ipywidgets_slider_renders(page):
+    from playwright.sync_api import expect
+
+    cell = run_cell(page, "import ipywidgets as widgets\nwidgets.IntSlider(value=4, max=9, description='slide')")
+    slider = cell.locator(".widget-slider")
+    expect(slider).to_be_visible(timeout=UI_TIMEOUT)
+    expect(cell.locator(".widget-label")).to_contain_text("slide")
+    expect(cell.locator(".widget-readout")).to_have_text("4")
+    shot(page, "slider")
 
 
 def test_traceback(page):

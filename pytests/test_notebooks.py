@@ -115,3 +115,16 @@ def test_nbconvert_execute_cli(tmp_path, name, extra):
     out = nbformat.read(tmp_path / name, as_version=4)
     assert out.metadata["kernelspec"]["name"] == "ipymini"
     nr.assert_same_outputs(nr.load(name), out)
+
+
+def test_widget_state_is_recorded():
+    """The slider's final value and the Output widget's captured print live in the widget state."""
+    nb = nr.execute(nr.load("widgets.ipynb"))
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    by_model = {}
+    for model in state.values():
+        by_model.setdefault(model["model_name"], []).append(model["state"])
+    assert by_model["IntSliderModel"][0]["value"] == 7
+    [output] = by_model["OutputModel"]
+    assert output["outputs"] == [{"name": "stdout", "output_type": "stream",
+                                  "text": "captured by the Output widget\n"}]

@@ -9,7 +9,6 @@ Recorded outputs become the expected outputs of pytests/test_notebooks.py: revie
 against the ipykernel run) before committing. Cells are `source` or `(source, [tags])`;
 `metadata.ipymini_test` holds the nbclient options a notebook is run with.
 
-Not here yet: a widget notebook (ipywidgets slider, Output widget), which needs comms in the kernel.
 """
 
 from __future__ import annotations
@@ -120,6 +119,11 @@ NOTEBOOKS: dict[str, tuple[list, dict]] = {
         ("time.sleep(30)", RAISES),
         'print("kernel alive after the interrupt")',
     ], {"timeout": 5, "interrupt_on_timeout": True}),
+    "widgets": ([
+        "import ipywidgets as widgets\nslider = widgets.IntSlider(value=3, min=0, max=10, description='n')\nslider",
+        "slider.value = 7\nprint(slider.value, slider.comm is not None)",
+        "out = widgets.Output()\nwith out:\n    print('captured by the Output widget')\nout",
+    ], {}),
 }
 
 
