@@ -51,6 +51,7 @@ class Bridge:
         self._history = None  # the HistoryManager whose writes we batch (see _defer_history_writes)
         self._history_timer = None
         self._install_input()
+        self._install_paged_help()
         install_namespace_magics(shell)
         self.completer = Completer(shell)
 
@@ -246,6 +247,24 @@ class Bridge:
         return {"status": "ok", "history": entries}
 
     # -- stdin --
+
+    def _install_paged_help(self) -> None:
+        """`help(obj)` goes to the pager (a `page` payload, or display_data when IPython is configured
+        with display_page) like `obj?`, instead of pydoc printing it into the cell. pydoc is imported
+        only when help is first used."""
+        original = builtins.help
+
+        class PagedHelp:
+            def __repr__(self):
+                return repr(original)
+
+            def __call__(self, *args, **kwargs):
+                import pydoc
+
+                pydoc.pager = lambda text, title="": page.page(pydoc.plain(text))
+                return original(*args, **kwargs)
+
+        builtins.help = PagedHelp()
 
     def _install_input(self) -> None:
         kernel = self.kernel
