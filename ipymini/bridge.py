@@ -15,7 +15,6 @@ import inspect
 import os
 import sys
 import threading
-import warnings
 
 from IPython.core.async_helpers import _pseudo_sync_runner
 from IPython.core import page, payloadpage
@@ -308,4 +307,30 @@ def language_info() -> dict:
         "pygments_lexer": f"ipython{sys.version_info[0]}",
         "nbconvert_exporter": "python",
         "file_extension": ".py",
+    }
+
+
+HELP_LINKS = [
+    {"text": "Python Reference", "url": "https://docs.python.org/%d.%d" % sys.version_info[:2]},
+    {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
+]
+
+
+def kernel_info(debugger: bool) -> dict:
+    """kernel_info_reply content."""
+    import IPython
+
+    from . import PROTOCOL_VERSION, __version__
+
+    return {
+        "status": "ok",
+        "protocol_version": PROTOCOL_VERSION,
+        "implementation": "ipymini",
+        "implementation_version": __version__,
+        "language_info": language_info(),
+        "banner": f"Python {sys.version}\nIPython {IPython.__version__} (ipymini {__version__}) "
+                  "-- An enhanced Interactive Python. Type '?' for help.\n",
+        "help_links": HELP_LINKS,
+        "debugger": debugger,
+        "supported_features": ["kernel subshells"] + (["debugger"] if debugger else []),
     }

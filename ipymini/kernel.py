@@ -22,8 +22,8 @@ import traceback
 
 from jupyter_client.session import Session
 
-from . import PROTOCOL_VERSION, __version__, comms, lifecycle, routing, streams
-from .bridge import Bridge, language_info
+from . import comms, lifecycle, routing, streams
+from .bridge import Bridge, kernel_info
 from .fdcapture import FDCapture
 from .iopub import IOPubQueue
 from .messages import Request, problem_with
@@ -37,10 +37,6 @@ log = logging.getLogger("ipymini")
 
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 
-HELP_LINKS = [
-    {"text": "Python Reference", "url": "https://docs.python.org/%d.%d" % sys.version_info[:2]},
-    {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
-]
 
 
 _debugpy_found: list = []
@@ -458,20 +454,7 @@ class Kernel:
             self.send_reply(req, self.bridge.history(req.content))
 
     def kernel_info_request(self, req: Request) -> None:
-        import IPython
-
-        self.send_reply(req, {
-            "status": "ok",
-            "protocol_version": PROTOCOL_VERSION,
-            "implementation": "ipymini",
-            "implementation_version": __version__,
-            "language_info": language_info(),
-            "banner": f"Python {sys.version}\nIPython {IPython.__version__} (ipymini {__version__}) "
-                      "-- An enhanced Interactive Python. Type '?' for help.\n",
-            "help_links": HELP_LINKS,
-            "debugger": debugger_available(),
-            "supported_features": ["kernel subshells"] + (["debugger"] if debugger_available() else []),
-        })
+        self.send_reply(req, kernel_info(debugger=debugger_available()))
 
     def comm_info_request(self, req: Request) -> None:
         target = req.content.get("target_name")
