@@ -147,3 +147,17 @@ class FDCapture:
         self.pipes.clear()
         os.close(self._stop_r)
         os.close(self._stop_w)
+
+
+def start_fd_capture(stdout, stderr) -> FDCapture | None:
+    """Capture fds 1/2 into the kernel's streams (unless IPYMINI_CAPTURE_FD=0); the kernel's log moves
+    to the original stderr so it never lands in a cell."""
+    if os.environ.get("IPYMINI_CAPTURE_FD", "1") == "0":
+        return None
+    capture = FDCapture({1: stdout, 2: stderr})
+    capture.start()
+    original = capture.original_stderr()
+    for handler in log.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(original)
+    return capture

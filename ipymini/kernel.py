@@ -24,7 +24,7 @@ from jupyter_client.session import Session
 
 from . import comms, lifecycle, routing, streams
 from .bridge import Bridge, kernel_info
-from .fdcapture import FDCapture
+from .fdcapture import FDCapture, start_fd_capture
 from .iopub import IOPubQueue
 from .messages import Request, problem_with
 from .routing import parent_request
@@ -139,23 +139,10 @@ class Kernel:
         return 0
 
     def _start_output_options(self) -> None:
-        """OS-level capture of fds 1/2 (IPYMINI_CAPTURE_FD=0 turns it off) and the per-cell output
-        budget (IPYMINI_OUTPUT_LIMIT=bytes, off by default)."""
-        limit = os.environ.get("IPYMINI_OUTPUT_LIMIT", "").strip()
-        if limit:
-            try:
-                streams.set_budget(int(float(limit)))
-            except ValueError:
-                log.warning("ignored IPYMINI_OUTPUT_LIMIT=%r: not a number of bytes", limit)
-        if os.environ.get("IPYMINI_CAPTURE_FD", "1") == "0":
-            return
-        self.fd_capture = FDCapture({1: sys.stdout, 2: sys.stderr})
-        self.fd_capture.start()
+        """The per-cell output budget and OS-level capture of fds 1/2 (see streams.py, fdcapture.py)."""
+        streams.set_budget_from_env()
+        self.fd_capture = start_fd_capture(sys.stdout, sys.stderr)
         streams.fd_capture = self.fd_capture
-        original = self.fd_capture.original_stderr()
-        for handler in log.handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(original)
 
     def _finish(self) -> None:
         self.stdin.cancel_all()

@@ -227,6 +227,20 @@ def _unchanged(key, parts) -> bool:
     return last is not None and last[0] is parts and last[1] == len(parts)
 
 
+def set_budget_from_env() -> None:
+    """IPYMINI_OUTPUT_LIMIT=bytes turns the per-request budget on (off by default)."""
+    import logging
+    import os
+
+    limit = os.environ.get("IPYMINI_OUTPUT_LIMIT", "").strip()
+    if limit:
+        try:
+            set_budget(int(float(limit)))
+        except ValueError:
+            logging.getLogger("ipymini").warning(
+                "ignored IPYMINI_OUTPUT_LIMIT=%r: not a number of bytes", limit)
+
+
 def set_budget(limit: int | None) -> None:
     """Limit each request's stream output to `limit` bytes (None: unlimited)."""
     global budget
