@@ -20,8 +20,6 @@ import sys
 import threading
 import traceback
 
-from jupyter_client.session import Session
-
 from . import comms, lifecycle, routing, streams
 from .bridge import Bridge, kernel_info
 from .fdcapture import FDCapture, start_fd_capture
@@ -32,6 +30,7 @@ from .streams import KernelStream
 from .stdin import StdinBroker
 from .subshells import ShellWorker, SubshellManager, in_kernel_code, subshell_history
 from .transport import Transport
+from .wire import Wire
 
 log = logging.getLogger("ipymini")
 
@@ -58,11 +57,8 @@ class Kernel:
         self.conn = conn
         self.app = app
         key = conn.get("key", "")
-        self.session = Session(key=key.encode() if isinstance(key, str) else key,
-                               signature_scheme=conn.get("signature_scheme", "hmac-sha256"),
-                               username="kernel", check_pid=False)
-        # refuse a replayed signature for the kernel's whole lifetime (~150 bytes per message received)
-        self.session.digest_history_size = 2**62
+        # refuses a replayed signature for the kernel's whole lifetime (~150 bytes per message received)
+        self.session = Wire(key, conn.get("signature_scheme", "hmac-sha256"))
         self.transport = Transport(conn, self.session)
         self.iopub = IOPubQueue(self.session, self.transport.io_waker.wake)
         self.bridge: Bridge | None = None
@@ -269,8 +265,8 @@ class Kernel:
         try:
             self._publish_status("busy", req)
             problem = problem_with(req.msg)
-            handler = self.shell_handlers.get(req.msg_type)
-            if problem or handler is None:
+            handler = None if problem else self.shell_handlers.get(req.msg_type)
+            if handler is None:
                 self._refuse(req, problem)
             elif req.msg_type == "execute_request" and req.seq <= worker.abort_through:
                 self.send_reply(req, {"status": "aborted"}, metadata={"status": "aborted"})
@@ -303,8 +299,8 @@ class Kernel:
     def _dispatch_sync(self, req: Request, handlers: dict) -> None:
         self._publish_status("busy", req)
         problem = problem_with(req.msg)
-        handler = handlers.get(req.msg_type)
-        if problem or handler is None:
+        handler = None if problem else handlers.get(req.msg_type)
+        if handler is None:
             self._refuse(req, problem)
         else:
             try:

@@ -55,6 +55,8 @@ def problem_with(msg: dict) -> str | None:
         return "message header has no msg_type"
     if not isinstance(header.get("msg_id"), str):
         return "message header has no msg_id"
+    if not isinstance(msg.get("metadata"), dict):
+        return "message metadata is not a JSON object"
     content = msg.get("content")
     if not isinstance(content, dict):
         return "message content is not a JSON object"

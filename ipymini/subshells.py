@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import sys
 import threading
 import time
 import uuid
+
+log = logging.getLogger("ipymini")
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -110,7 +113,10 @@ class ShellWorker:
         """Handle this shell's requests one after another, forever."""
         while True:
             req = await self.queue.get()
-            await self.kernel.handle_shell(req, self)
+            try:
+                await self.kernel.handle_shell(req, self)
+            except Exception:  # a kernel bug must cost one request, never the shell
+                log.exception("error serving a %s request", self.subshell_id or "shell")
 
     # -- a subshell's own thread --
 

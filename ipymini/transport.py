@@ -9,7 +9,7 @@ A ZMQ socket must only be used by one thread, so each socket has exactly one own
 Other threads hand frames to an owner through a deque and wake it with a pipe; nothing here polls on a
 timer except the flush deadline of pending stream output.
 
-Every incoming message is HMAC-verified (jupyter_client's Session, which also refuses a replayed
+Every incoming message is HMAC-verified (wire.py, which also refuses a replayed
 signature) before anything else looks at it; a message that fails is logged and dropped.
 """
 
@@ -185,12 +185,12 @@ class ChannelThread(threading.Thread):
     def parse(self, frames: list, channel: str):
         """Verify and decode a multipart message: (idents, msg), or None after logging why not."""
         try:
-            idents, rest = self.session.feed_identities(frames, copy=True)
+            idents, rest = self.session.split_identities(frames)
         except Exception:
             log.warning("dropped a malformed message on %s: no delimiter frame", channel)
             return None
         try:
-            msg = self.session.deserialize(rest, content=True, copy=True)
+            msg = self.session.deserialize(rest)
         except Exception as e:
             log.warning("dropped a message on %s that failed verification or decoding: %s", channel, e)
             return None

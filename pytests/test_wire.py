@@ -1,0 +1,126 @@
+"""wire.py against jupyter_client's Session: the same frames both ways, the same refusals.
+
+Unit tests on top of the real-kernel tests (every other test module talks to the kernel through
+jupyter_client, so a wire incompatibility fails them all); these pin the edge cases.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import pytest
+from jupyter_client.session import Session
+
+from ipymini.wire import DELIM, Wire
+
+KEY = b"a-connection-key"
+
+
+def test_our_messages_verify_and_decode_in_jupyter_client():
+    wire = Wire(KEY)
+    session = Session(key=KEY)
+    parent = session.msg("execute_request", {"code": "1"})
+    msg = wire.msg("execute_reply", {"status": "ok", "text": "héllo ✓", "n": 3},
+                   parent=parent["header"], metadata={"status": "ok"})
+    frames = wire.serialize(msg, ident=[b"client-id"])
+    idents, rest = session.feed_identities(frames)
+    assert idents == [b"client-id"]
+    got = session.deserialize(rest)
+    assert got["content"] == {"status": "ok", "text": "héllo ✓", "n": 3}
+    assert got["metadata"] == {"status": "ok"}
+    assert got["header"]["msg_type"] == "execute_reply"
+    assert got["header"]["version"] == "5.4"
+    assert got["parent_header"]["msg_id"] == parent["header"]["msg_id"]
+    assert isinstance(got["header"]["date"], datetime) and got["header"]["date"].tzinfo is not None
+
+
+def test_jupyter_client_messages_verify_and_decode_here():
+    wire = Wire(KEY, "hmac-sha256")
+    session = Session(key=KEY)
+    msg = session.msg("comm_msg", {"comm_id": "c", "data": {"x": [1, 2]}})
+    msg["buffers"] = [b"\x00\x01binary"]
+    frames = session.serialize(msg, ident=b"route") + [b"\x00\x01binary"]
+    idents, rest = wire.split_identities(frames)
+    got = wire.deserialize(rest)
+    assert idents == [b"route"]
+    assert got["content"] == {"comm_id": "c", "data": {"x": [1, 2]}}
+    assert got["header"]["msg_id"] == msg["header"]["msg_id"]
+    assert [bytes(b) for b in got["buffers"]] == [b"\x00\x01binary"]
+
+
+def test_bad_tampered_replayed_and_unsigned_messages_are_refused():
+    wire = Wire(KEY)
+    session = Session(key=KEY)
+    frames = session.serialize(session.msg("kernel_info_request"))
+    _, rest = wire.split_identities(frames)
+    wire.deserialize(list(rest))
+    with pytest.raises(ValueError, match="replayed"):
+        wire.deserialize(list(rest))
+    fresh = wire.split_identities(session.serialize(session.msg("kernel_info_request")))[1]
+    tampered = fresh[:4] + [b'{"code": "evil"}']
+    with pytest.raises(ValueError, match="invalid signature"):
+        wire.deserialize(tampered)
+    with pytest.raises(ValueError, match="unsigned"):
+        wire.deserialize([b""] + fresh[1:])
+    with pytest.raises(ValueError, match="malformed"):
+        wire.deserialize(fresh[:3])
+    other = Session(key=b"another-key")
+    with pytest.raises(ValueError, match="invalid signature"):
+        wire.deserialize(wire.split_identities(other.serialize(other.msg("kernel_info_request")))[1])
+    with pytest.raises(ValueError):
+        wire.split_identities([b"no", b"delimiter"])
+
+
+def test_header_without_msg_id_is_refused():
+    wire = Wire(KEY)
+    parts = [b'{"msg_type": "execute_request"}', b"{}", b"{}", b"{}"]
+    with pytest.raises(ValueError, match="msg_id"):
+        wire.deserialize([wire.sign(parts)] + parts)
+
+
+def test_no_key_means_no_signature_either_way():
+    wire = Wire(b"")
+    session = Session(key=b"")
+    frames = wire.serialize(wire.msg("status", {"execution_state": "idle"}))
+    assert frames[frames.index(DELIM) + 1] == b""
+    assert session.deserialize(session.feed_identities(frames)[1])["content"]["execution_state"] == "idle"
+    got = wire.deserialize(wire.split_identities(session.serialize(session.msg("kernel_info_request")))[1])
+    assert got["msg_type"] == "kernel_info_request"
+
+
+def test_other_signature_schemes_and_unknown_ones():
+    wire = Wire(KEY, "hmac-sha512")
+    session = Session(key=KEY, signature_scheme="hmac-sha512")
+    frames = wire.serialize(wire.msg("status", {"execution_state": "busy"}))
+    assert session.deserialize(session.feed_identities(frames)[1])["content"]["execution_state"] == "busy"
+    with pytest.raises(ValueError, match="signature scheme"):
+        Wire(KEY, "rot13")
+
+
+def test_values_json_cannot_hold_are_converted_as_jupyter_client_does():
+    wire = Wire(KEY)
+    session = Session(key=KEY)
+    when = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    content = {"when": when, "raw": b"\x00\xff", "items": (1, 2), "nan": math.nan}
+    ours = wire.serialize(wire.msg("display_data", content))
+    decoded = session.deserialize(session.feed_identities(ours)[1])["content"]
+    assert decoded["raw"] == "AP8=" and decoded["items"] == [1, 2] and decoded["nan"] == "nan"
+    assert decoded["when"] == "2026-11-21T12:00:00Z"
+
+
+def test_message_ids_are_unique_across_threads():
+    import threading
+
+    wire = Wire(KEY)
+    ids: list = []
+
+    def make():
+        ids.extend(wire.header("status")["msg_id"] for _ in range(2000))
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 8000
