@@ -31,10 +31,13 @@ class _Chunk:
 class IOPubQueue:
     """Ordered, coalescing, bounded queue of iopub messages (see module docstring)."""
 
-    def __init__(self, session, wake, flush_interval=0.01, chunk_bytes=1 << 18, max_bytes=1 << 26,
+    def __init__(self, session, flush_interval=0.01, chunk_bytes=1 << 18, max_bytes=1 << 26,
                  block_timeout=None):
         self.session = session
-        self._wake = wake
+        # set by the transport (transport.py): send what is ready now; wake the IO thread so it
+        # re-arms its flush timer; whether the calling thread must not wait for room (it is the sender)
+        self.kick = self.wake = lambda: None
+        self.is_sender = lambda: False
         self.flush_interval = flush_interval
         self.chunk_bytes = chunk_bytes
         self.max_bytes = max_bytes
@@ -43,7 +46,6 @@ class IOPubQueue:
         self._drained = threading.Condition(self._lock)
         self._items: deque = deque()  # _Chunk or (frames, size)
         self._bytes = 0
-        self.io_thread_ident = None  # the IO thread never waits on itself
         self.partials_due = None  # when the IO thread should publish threads' unfinished lines
         self.enqueued = 0  # messages ever queued (a chunk counts once) ...
         self.sent = 0  # ... and taken by the IO thread: replies wait for `sent` to pass their barrier
@@ -52,21 +54,19 @@ class IOPubQueue:
 
     def publish(self, msg_type: str, content: dict, request=None, metadata=None, buffers=None,
                 header=None, wake: bool = True) -> dict:
-        """Queue a message for iopub, parented to `request` (a Request or None). Returns the message.
-
-        wake=False leaves the IO thread asleep when another message follows at once (each wake-up is
-        a syscall and a hand-over of the GIL).
-        """
+        """Queue a message for iopub, parented to `request` (a Request or None), and send what is
+        ready. Returns the message. wake=False: a message queued right after this one sends both."""
         parent = request.header if request is not None else {}
         msg = self.session.msg(msg_type, content, parent=parent, metadata=metadata, header=header)
         if buffers:
             msg["buffers"] = buffers
-        self.publish_msg(msg, wake)
+        self.publish_msg(msg, wake, request.header_frame if request is not None else None)
         return msg
 
-    def publish_msg(self, msg: dict, wake: bool = True) -> None:
-        """Queue an already built message."""
-        frames = self.session.serialize(msg, ident=[msg["header"]["msg_type"].encode()])
+    def publish_msg(self, msg: dict, wake: bool = True, parent_frame: bytes | None = None) -> None:
+        """Queue an already built message (parent_frame: its parent's header as received)."""
+        frames = self.session.serialize(msg, ident=[msg["header"]["msg_type"].encode()],
+                                        parent_frame=parent_frame)
         if msg.get("buffers"):
             frames.extend(msg["buffers"])
         size = sum(len(f) for f in frames)
@@ -76,7 +76,7 @@ class IOPubQueue:
             self._bytes += size
             self.enqueued += 1
         if wake:
-            self._wake()
+            self.kick()
 
     def write_stream(self, name: str, text: str, request) -> None:
         """Queue stream text; it joins the pending chunk when that is for the same stream and request."""
@@ -93,20 +93,22 @@ class IOPubQueue:
                         and tail.size < self.chunk_bytes):
                     tail.parts.append(piece)
                     tail.size += len(piece)
-                    wake = tail.size >= self.chunk_bytes
+                    full, new = tail.size >= self.chunk_bytes, False
                 else:
                     items.append(_Chunk(name, request, piece, time.monotonic()))
                     self.enqueued += 1
-                    wake = True  # the IO thread must arm its flush timer
+                    full, new = len(piece) >= self.chunk_bytes, True
                 self._bytes += len(piece)
-            if wake:
-                self._wake()
+            if full or new:
+                self.kick()  # a full chunk goes now, and so does whatever waited ahead of a new one
+            if new:
+                self.wake()  # the IO thread must arm the new chunk's flush timer
 
     def partial_waiting(self) -> None:
         """A thread holds an unfinished line: make sure the IO thread publishes it soon."""
         if self.partials_due is None:
             self.partials_due = time.monotonic() + self.flush_interval
-            self._wake()
+            self.wake()
 
     def flush(self, wake: bool = True) -> None:
         """Ask for the pending stream chunk to be sent now instead of at its timer."""
@@ -114,13 +116,13 @@ class IOPubQueue:
             if self._items and self._items[-1].__class__ is _Chunk:
                 self._items[-1].urgent = True
         if wake:
-            self._wake()
+            self.kick()
 
     def _wait_for_room(self, size: int) -> None:
         # Called with the lock held. The IO thread must never wait for itself.
         if self._bytes + size <= self.max_bytes or not self._bytes:
             return
-        if threading.get_ident() == self.io_thread_ident:
+        if self.is_sender():
             return
         deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
         while self._bytes and self._bytes + size > self.max_bytes:
@@ -151,9 +153,11 @@ class IOPubQueue:
             self._drained.notify_all()
         if head.__class__ is _Chunk:
             text = head.parts[0] if len(head.parts) == 1 else "".join(head.parts)
-            parent = head.request.header if head.request is not None else {}
-            msg = self.session.msg("stream", {"name": head.name, "text": text}, parent=parent)
-            return self.session.serialize(msg, ident=[b"stream." + head.name.encode()]), None
+            request = head.request
+            msg = self.session.msg("stream", {"name": head.name, "text": text},
+                                   parent=request.header if request is not None else {})
+            return self.session.serialize(msg, ident=[b"stream." + head.name.encode()],
+                                          parent_frame=request.header_frame if request else None), None
         return head[0], None
 
     def next_due(self, now: float):

@@ -20,6 +20,8 @@ import sys
 import threading
 import traceback
 
+import zmq
+
 from . import comms, lifecycle, routing, streams
 from .bridge import Bridge, kernel_info
 from .fdcapture import FDCapture, start_fd_capture
@@ -35,6 +37,7 @@ from .wire import Wire
 log = logging.getLogger("ipymini")
 
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+_STATUS_CONTENT = {state: f'{{"execution_state": "{state}"}}'.encode() for state in ("busy", "idle")}
 
 
 
@@ -60,7 +63,7 @@ class Kernel:
         # refuses a replayed signature for the kernel's whole lifetime (~150 bytes per message received)
         self.session = Wire(key, conn.get("signature_scheme", "hmac-sha256"))
         self.transport = Transport(conn, self.session)
-        self.iopub = IOPubQueue(self.session, self.transport.io_waker.wake)
+        self.iopub = IOPubQueue(self.session)
         self.bridge: Bridge | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.main_thread_ident = threading.main_thread().ident
@@ -75,6 +78,7 @@ class Kernel:
         self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self)
         self.debugger = None  # created by the first debug_request (debugger.py)
+        self._shell_fd = None  # the shell socket's ZMQ_FD while the main loop reads it
         self.shell_handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -111,9 +115,9 @@ class Kernel:
         asyncio.set_event_loop(self.loop)
         self.main.attach(self.loop)
         self.transport.start(self.iopub, self._on_io_message, self._on_control_message,
-                             on_crash=self.request_stop)
-        self.transport.io_thread.flush_partials = streams.flush_on_timer
-        self.transport.io_thread.flush_all = streams.flush_all
+                             on_crash=self.request_stop, flush_partials=streams.flush_on_timer,
+                             flush_all=streams.flush_all)
+        self._read_shell_on_main_loop()
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
         self._start_output_options()
@@ -134,6 +138,40 @@ class Kernel:
         self._finish()
         return 0
 
+    def _read_shell_on_main_loop(self) -> None:
+        """The main loop reads the shell socket itself while no subshell exists: a request then
+        goes from the socket to its cell on one thread, with no hand-over from the IO thread (see
+        transport.ChannelThread). Requests sent while a cell computes wait in the socket, as they
+        would in the queue; an error's abort reads them first (`sync`)."""
+        io = self.transport.io_thread
+        self._shell_fd = self.transport.sockets["shell"].getsockopt(zmq.FD)
+        self._shell_poked = False
+        self.loop.add_reader(self._shell_fd, self._receive_shell)
+        io.watch_elsewhere("shell", self._shell_input_waiting)
+
+    def _receive_shell(self) -> None:
+        self._shell_poked = False
+        self.transport.io_thread.receive("shell")
+
+    def _shell_input_waiting(self) -> None:
+        """Called under the sockets' lock when shell input waits that the loop's poll may miss."""
+        if self._shell_poked or self._shell_fd is None:
+            return
+        self._shell_poked = True
+        if threading.get_ident() == self.main_thread_ident:
+            self.loop.call_soon(self._receive_shell)
+        else:
+            self.loop.call_soon_threadsafe(self._receive_shell)
+
+    def _read_shell_on_io_thread(self) -> None:
+        """With subshells, the IO thread reads shell so their requests are routed while a cell on
+        the parent shell computes (the main loop cannot read then)."""
+        if self._shell_fd is None:
+            return
+        fd, self._shell_fd = self._shell_fd, None
+        self.transport.io_thread.watch_here("shell")
+        self.loop.call_soon_threadsafe(self.loop.remove_reader, fd)
+
     def _start_output_options(self) -> None:
         """The per-cell output budget and OS-level capture of fds 1/2 (see streams.py, fdcapture.py)."""
         streams.set_budget_from_env()
@@ -150,6 +188,8 @@ class Kernel:
         except Exception:
             log.exception("error during shutdown")
         lifecycle.stop_children()
+        if self._shell_fd is not None:
+            self.loop.remove_reader(self._shell_fd)
         if self.fd_capture is not None:
             streams.fd_capture = None
             self.fd_capture.stop()
@@ -217,14 +257,15 @@ class Kernel:
 
     # ------------------------------------------------------------------ incoming messages
 
-    def _on_io_message(self, channel: str, idents: list, msg: dict) -> None:
-        """IO thread: queue a shell request for the worker, or hand an input reply to its waiter."""
+    def _on_io_message(self, channel: str, idents: list, msg: dict, header_frame: bytes) -> None:
+        """Sockets' lock held: queue a shell request for its worker, or hand an input reply to its
+        waiter."""
         if channel == "stdin":
             self.stdin.deliver(msg)
             return
-        header = msg.get("header") if isinstance(msg.get("header"), dict) else {}
+        header = msg["header"]
         subshell_id = header.get("subshell_id")
-        req = Request("shell", idents, msg, subshell_id=subshell_id)
+        req = Request("shell", idents, msg, subshell_id=subshell_id, header_frame=header_frame)
         worker = self.main
         if subshell_id is not None and (self.comms_on_subshells or header.get("msg_type") not in COMM_TYPES):
             worker = self.subshells.get(subshell_id) if isinstance(subshell_id, str) else None
@@ -249,9 +290,9 @@ class Kernel:
         finally:
             routing.current_request.reset(token)
 
-    def _on_control_message(self, channel: str, idents: list, msg: dict) -> None:
+    def _on_control_message(self, channel: str, idents: list, msg: dict, header_frame: bytes) -> None:
         """Control thread: handle the request right here."""
-        req = Request("control", idents, msg)
+        req = Request("control", idents, msg, header_frame=header_frame)
         token = routing.current_request.set(req)
         try:
             self._dispatch_sync(req, self.control_handlers)
@@ -352,13 +393,13 @@ class Kernel:
     def _publish_status(self, state: str, req: Request) -> None:
         # `busy` needs no wake-up of its own: execute_input, the reply or idle follows and wakes the
         # IO thread, which then sends everything in order (one GIL hand-over instead of several)
-        self.iopub.publish("status", {"execution_state": state}, req, wake=state != "busy")
+        self.iopub.publish("status", _STATUS_CONTENT[state], req, wake=state != "busy")
 
     def send_reply(self, req: Request, content: dict, metadata=None) -> None:
         """Send the reply to `req` on its channel, after every iopub message it produced so far."""
         msg_type = req.msg_type.rsplit("_", 1)[0] + "_reply"
-        msg = self.session.msg(msg_type, content, parent=req.header, metadata=metadata or {})
-        frames = self.session.serialize(msg, ident=req.idents)
+        msg = self.session.msg(msg_type, content, parent=req.header, metadata=metadata)
+        frames = self.session.serialize(msg, ident=req.idents, parent_frame=req.header_frame)
         if req.channel == "control":
             self.transport.send("control", frames)
         else:
@@ -476,7 +517,9 @@ class Kernel:
         self.send_reply(req, self.debugger.handle(req.content))
 
     def create_subshell_request(self, req: Request) -> None:
-        self.send_reply(req, {"status": "ok", "subshell_id": self.subshells.create()})
+        subshell_id = self.subshells.create()
+        self._read_shell_on_io_thread()
+        self.send_reply(req, {"status": "ok", "subshell_id": subshell_id})
 
     def list_subshell_request(self, req: Request) -> None:
         self.send_reply(req, {"status": "ok", "subshell_id": self.subshells.ids()})

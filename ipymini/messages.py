@@ -34,6 +34,7 @@ class Request:
     subshell_id: str | None = None
     worker: object = None  # the ShellWorker serving it (shell requests)
     extra: dict = field(default_factory=dict)
+    header_frame: bytes | None = None  # the header as received: the parent_header of every answer
 
     @property
     def header(self) -> dict:

@@ -61,17 +61,22 @@ class ShellWorker:
         self.execution_count = 1  # subshells count their own cells
         self.history: list[tuple[int, str]] = []  # a subshell's (count, code), for history_request
         self.input_waiter = None  # the queue an input() on this shell waits on
+        self.thread_ident = None  # the thread whose loop serves this worker
         self._ready = threading.Event()
         self._stopped = False
 
     # -- any thread --
 
     def submit(self, req) -> None:
-        """Queue a request (called on the IO thread, the only producer, so `seq` needs no lock)."""
+        """Queue a request (called with the IO sockets' lock held, so `seq` needs no lock of its own)."""
         self.seq += 1
         req.seq = self.seq
         req.worker = self
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, req)
+        # both ways append to the loop's ready queue, so requests stay in the order they arrived
+        if threading.get_ident() == self.thread_ident:
+            self.loop.call_soon(self.queue.put_nowait, req)
+        else:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, req)
 
     def interrupt(self) -> None:
         """Stop the running cell, if any, with KeyboardInterrupt (called from the main thread)."""
@@ -106,7 +111,9 @@ class ShellWorker:
     # -- the parent shell, on the main thread's loop --
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve on `loop`, which runs on the calling thread."""
         self.loop = loop
+        self.thread_ident = threading.get_ident()
         self.queue = asyncio.Queue()
 
     async def serve(self) -> None:

@@ -129,10 +129,17 @@ class Wire:
             h.update(part)
         return h.hexdigest().encode()
 
-    def serialize(self, msg: dict, ident=None) -> list:
-        """Frames for a message dict, with routing identities `ident` (bytes or a list) in front."""
+    def serialize(self, msg: dict, ident=None, parent_frame: bytes | None = None) -> list:
+        """Frames for a message dict, with routing identities `ident` (bytes or a list) in front.
+
+        parent_frame: the parent's header exactly as it came on the wire (it is what the message's
+        parent_header holds), sent back as it is instead of being encoded again. Content may be
+        given already encoded (bytes)."""
         content = msg.get("content")
-        parts = [pack(msg["header"]), pack(msg["parent_header"]), pack(msg.get("metadata") or {}),
+        metadata = msg.get("metadata")
+        parts = [pack(msg["header"]),
+                 parent_frame if parent_frame is not None else pack(msg["parent_header"]),
+                 pack(metadata) if metadata else b"{}",
                  content if isinstance(content, bytes) else pack({} if content is None else content)]
         frames = list(ident) if isinstance(ident, list) else ([] if ident is None else [ident])
         frames.append(DELIM)

@@ -137,8 +137,8 @@ def test_a_crashed_kernel_thread_shuts_the_kernel_down():
     k = KernelHarness()
     try:
         proc = k.km.provisioner.process
-        # queue something the IO thread cannot send: it dies of the error, and must not leave a zombie kernel
-        k.kc.execute("get_ipython().kernel.transport.io_thread.send('no-such-channel', [b'x'])")
+        # break the IO thread's loop: it dies of the error, and must not leave a zombie kernel
+        k.kc.execute("t = get_ipython().kernel.transport.io_thread; t._timeout_ms = None; t.wake()")
         assert proc.wait(20) is not None
     finally:
         k.stop()
