@@ -20,8 +20,6 @@ import sys
 import threading
 import traceback
 
-import zmq
-
 from . import comms, lifecycle, routing, streams
 from .bridge import Bridge, kernel_info
 from .fdcapture import FDCapture, start_fd_capture
@@ -78,7 +76,6 @@ class Kernel:
         self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self)
         self.debugger = None  # created by the first debug_request (debugger.py)
-        self._shell_fd = None  # the shell socket's ZMQ_FD while the main loop reads it
         self.shell_handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -117,7 +114,7 @@ class Kernel:
         self.transport.start(self.iopub, self._on_io_message, self._on_control_message,
                              on_crash=self.request_stop, flush_partials=streams.flush_on_timer,
                              flush_all=streams.flush_all)
-        self._read_shell_on_main_loop()
+        self.transport.read_shell_on(self.loop)
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
         self._start_output_options()
@@ -138,40 +135,6 @@ class Kernel:
         self._finish()
         return 0
 
-    def _read_shell_on_main_loop(self) -> None:
-        """The main loop reads the shell socket itself while no subshell exists: a request then
-        goes from the socket to its cell on one thread, with no hand-over from the IO thread (see
-        transport.ChannelThread). Requests sent while a cell computes wait in the socket, as they
-        would in the queue; an error's abort reads them first (`sync`)."""
-        io = self.transport.io_thread
-        self._shell_fd = self.transport.sockets["shell"].getsockopt(zmq.FD)
-        self._shell_poked = False
-        self.loop.add_reader(self._shell_fd, self._receive_shell)
-        io.watch_elsewhere("shell", self._shell_input_waiting)
-
-    def _receive_shell(self) -> None:
-        self._shell_poked = False
-        self.transport.io_thread.receive("shell")
-
-    def _shell_input_waiting(self) -> None:
-        """Called under the sockets' lock when shell input waits that the loop's poll may miss."""
-        if self._shell_poked or self._shell_fd is None:
-            return
-        self._shell_poked = True
-        if threading.get_ident() == self.main_thread_ident:
-            self.loop.call_soon(self._receive_shell)
-        else:
-            self.loop.call_soon_threadsafe(self._receive_shell)
-
-    def _read_shell_on_io_thread(self) -> None:
-        """With subshells, the IO thread reads shell so their requests are routed while a cell on
-        the parent shell computes (the main loop cannot read then)."""
-        if self._shell_fd is None:
-            return
-        fd, self._shell_fd = self._shell_fd, None
-        self.transport.io_thread.watch_here("shell")
-        self.loop.call_soon_threadsafe(self.loop.remove_reader, fd)
-
     def _start_output_options(self) -> None:
         """The per-cell output budget and OS-level capture of fds 1/2 (see streams.py, fdcapture.py)."""
         streams.set_budget_from_env()
@@ -188,8 +151,7 @@ class Kernel:
         except Exception:
             log.exception("error during shutdown")
         lifecycle.stop_children()
-        if self._shell_fd is not None:
-            self.loop.remove_reader(self._shell_fd)
+        self.transport.stop_reading_shell()
         if self.fd_capture is not None:
             streams.fd_capture = None
             self.fd_capture.stop()
@@ -518,7 +480,7 @@ class Kernel:
 
     def create_subshell_request(self, req: Request) -> None:
         subshell_id = self.subshells.create()
-        self._read_shell_on_io_thread()
+        self.transport.read_shell_on_io_thread()
         self.send_reply(req, {"status": "ok", "subshell_id": subshell_id})
 
     def list_subshell_request(self, req: Request) -> None:

@@ -1,13 +1,14 @@
-"""ZMQ transport: the kernel's five sockets and the threads that own them.
+"""ZMQ transport: the kernel's five sockets and the threads that serve them.
 
-A ZMQ socket must only be used by one thread, so each socket has exactly one owner:
-- the IO thread owns shell, stdin and iopub: it receives requests and input replies, sends replies and
-  input requests that other threads queue for it, drains the IOPub queue, and greets new iopub
-  subscribers with `iopub_welcome` (JEP 65);
-- the control thread owns control, so control requests are answered while a cell runs;
+A ZMQ socket must never be used by two threads at once; here each group of sockets has one lock:
+- shell, stdin and iopub share the IO lock. The thread that queues a message sends it itself when the
+  lock is free (a cell's busy, outputs, reply and idle leave from the cell's own thread, with no
+  hand-over). The IO thread sleeps on the sockets' notification descriptors and takes the lock to
+  receive input replies and iopub subscriptions, to send what others left queued, and to flush
+  stream output on its timer. It reads shell too once subshells exist; until then the main thread's
+  event loop reads shell itself, so a request goes from the socket to its cell on one thread;
+- the control thread serves control, so control requests are answered while a cell runs;
 - the heartbeat echoes inside libzmq (`zmq.proxy_steerable`), needing no GIL.
-Other threads hand frames to an owner through a deque and wake it with a pipe; nothing here polls on a
-timer except the flush deadline of pending stream output.
 
 Every incoming message is HMAC-verified (wire.py, which also refuses a replayed
 signature) before anything else looks at it; a message that fails is logged and dropped.
@@ -15,66 +16,14 @@ signature) before anything else looks at it; a message that fails is logged and 
 
 from __future__ import annotations
 
-import logging
 import os
-import select
 import threading
-import time
-from collections import deque
 
 import zmq
 
-log = logging.getLogger("ipymini")
+from .channels import ChannelThread
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
-
-# pyzmq's Python layer costs ~1 µs per frame (enum flags, routing options): a message is 7+ frames and
-# a `pass` cell sends four, so the hot path calls the Cython socket methods with plain int constants.
-_send = zmq.backend.Socket.send
-_get = zmq.backend.Socket.get
-_NOBLOCK, _SNDMORE, _EVENTS, _POLLIN = 1, 2, 15, 1
-_COPY_BELOW = 1 << 16  # smaller frames are copied (cheaper than zero-copy bookkeeping)
-
-
-def send_frames(sock, frames: list, flags: int = 0) -> None:
-    """Send one multipart message (send_multipart without pyzmq's per-frame Python overhead)."""
-    more = flags | _SNDMORE
-    last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        _send(sock, frame, more if i < last else flags, len(frame) < _COPY_BELOW)
-
-
-def input_waiting(sock) -> bool:
-    """Whether a message waits to be received on `sock` (reading ZMQ_EVENTS)."""
-    return bool(_get(sock, _EVENTS) & _POLLIN)
-
-
-class Waker:
-    """A self-pipe a thread can poll on. `wake()` always writes a byte: a flag to skip the syscall
-    could be left set by a KeyboardInterrupt landing between its two steps, and a lost wake-up would
-    leave the IO thread asleep with messages queued."""
-
-    def __init__(self):
-        self.rfd, self.wfd = os.pipe()
-        os.set_blocking(self.rfd, False)
-        os.set_blocking(self.wfd, False)
-
-    def wake(self) -> None:
-        try:
-            os.write(self.wfd, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
-
-    def clear(self) -> None:
-        try:
-            while os.read(self.rfd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        os.close(self.rfd)
-        os.close(self.wfd)
 
 
 def bind_address(conn: dict, channel: str) -> str:
@@ -83,349 +32,6 @@ def bind_address(conn: dict, channel: str) -> str:
     if conn.get("transport", "tcp") == "ipc":
         return f"ipc://{conn['ip']}-{port}"
     return f"tcp://{conn['ip']}:{port}"
-
-
-class ChannelThread(threading.Thread):
-    """Owns some ROUTER sockets (and optionally iopub): receives, verifies and hands on requests, and
-    sends what other threads queue for its sockets.
-
-    The sockets are guarded by one lock rather than confined to this thread: a thread that queues a
-    message sends it itself when the lock is free (`kick`), so a cell's busy, outputs, reply and idle
-    leave without waking this thread or handing the GIL back and forth. This thread sleeps in poll()
-    on the sockets' ZMQ_FD notification descriptors, which never touches the sockets themselves, and
-    takes the lock to receive, to send what was left for it, and for the flush timer.
-
-    ZMQ_FD is edge-triggered: any operation on a socket may consume the notification of a message
-    that has arrived. So whoever holds the lock reads until a socket reports no more input, and a
-    sender that finds input waiting after its sends wakes this thread.
-    """
-
-    def __init__(self, name: str, session, sockets: dict, on_message, iopub_socket=None, iopub=None,
-                 waker=None, on_crash=None):
-        super().__init__(name=f"ipymini-{name}", daemon=True)
-        self.session = session
-        self.sockets = sockets  # channel name -> socket
-        self.on_message = on_message  # (channel, idents, msg, header frame), called with the lock held
-        self.iopub_socket = iopub_socket
-        self.iopub = iopub
-        self.waker = waker or Waker()
-        self.on_crash = on_crash  # called if this thread dies of an error: the kernel shuts down
-        self.lock = threading.Lock()  # guards every operation on this thread's sockets
-        self.lock_holder = None  # thread ident holding `lock` (it must never wait for iopub room)
-        self.outbox: deque = deque()  # (channel, frames, iopub barrier or None)
-        self.stopping = False
-        self.closed = False  # the sockets are closed: nobody may touch them
-        self.stopped = threading.Event()
-        self._polled = [s for s in sockets.values()] + ([iopub_socket] if iopub_socket is not None else [])
-        self.watched_elsewhere: dict = {}  # channel -> callback: another thread's loop reads it
-        self._repoll = False  # the set of sockets this thread polls changed
-        self._more_input = False  # input is waiting that this thread must read: poll again at once
-        self._iopub_blocked_since = None
-        self._held = None  # iopub frames refused by a full subscriber, sent first when room returns
-        self.stall_timeout = float(os.environ.get("IPYMINI_IOPUB_STALL_TIMEOUT", "10"))
-        self._warned_stall = False
-        self.flush_all = None  # publish every buffered stream text (streams.flush_all), at exit
-        self.flush_partials = None  # the streams' timed flush (streams.flush_on_timer, set by the kernel)
-
-    # -- called from any thread --
-
-    def send(self, channel: str, frames: list) -> None:
-        """Send frames on one of this thread's sockets (now, if the sockets are free)."""
-        self.outbox.append((channel, frames, None))
-        self.kick()
-
-    def send_after_iopub(self, channel: str, frames: list, wake: bool = True) -> None:
-        """Queue frames to go out once every iopub message queued before them has been sent.
-
-        Replies and input requests use this so a client sees a request's outputs before its reply. If
-        iopub is stalled by a subscriber that does not read, they go ahead rather than wait for it.
-        wake=False: a message queued right after this one will send both.
-        """
-        self.outbox.append((channel, frames, self.iopub.enqueued))
-        if wake:
-            self.kick()
-
-    def kick(self) -> None:
-        """Send whatever is ready now, on the calling thread, if no one else holds the sockets;
-        otherwise the holder or this thread's next pass sends it."""
-        if threading.get_ident() == self.ident:
-            return  # this thread sends everything before it sleeps again
-        if not self.lock.acquire(False):
-            self.waker.wake()  # the holder may have finished its sends already: make sure
-            return
-        try:
-            if self.closed:
-                return
-            self.lock_holder = threading.get_ident()
-            self._send_ready()
-            self._notify_input()
-            if self._held is not None:
-                self.waker.wake()  # a full subscriber: this thread retries on its timer
-        finally:
-            self.lock_holder = None
-            self.lock.release()
-
-    def watch_elsewhere(self, channel: str, on_input) -> None:
-        """Let another thread's event loop read `channel` (it calls `receive`): this thread stops
-        polling it, and `on_input()` is called (under the lock, from any thread) whenever input may
-        be waiting there that the other loop's poll cannot see."""
-        self.watched_elsewhere[channel] = on_input
-        self._repoll = True
-        self.waker.wake()
-
-    def watch_here(self, channel: str) -> None:
-        """Take the reading of `channel` back onto this thread."""
-        self.watched_elsewhere.pop(channel, None)
-        self._repoll = True
-        self.waker.wake()
-
-    def receive(self, channel: str) -> None:
-        """Receive and hand on what waits on `channel`, on the calling thread (its loop watches it)."""
-        with self.lock:
-            if self.closed:
-                return
-            self.lock_holder = threading.get_ident()
-            try:
-                self._receive(self.sockets[channel], channel)
-                self._notify_input()
-            finally:
-                self.lock_holder = None
-
-    def wake(self) -> None:
-        """Make this thread run a pass soon (to re-arm its flush timer)."""
-        self.waker.wake()
-
-    def sync(self, timeout: float = 1.0) -> bool:
-        """Receive (and hand on) everything already waiting on this thread's sockets."""
-        if not self.lock.acquire(timeout=timeout):
-            return False
-        try:
-            if not self.closed:
-                self.lock_holder = threading.get_ident()
-                self._receive_all(everything=True)
-                self._notify_input()
-        finally:
-            self.lock_holder = None
-            self.lock.release()
-        return True
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.waker.wake()
-
-    # -- the thread --
-
-    def _poller(self):
-        poller = select.poll()
-        by_socket = {sock: channel for channel, sock in self.sockets.items()}
-        for sock in self._polled:
-            if by_socket.get(sock) not in self.watched_elsewhere:
-                poller.register(sock.getsockopt(zmq.FD), select.POLLIN)
-        poller.register(self.waker.rfd, select.POLLIN)
-        return poller
-
-    def run(self) -> None:
-        poller = self._poller()
-        try:
-            while not self.stopping:
-                if self._repoll:
-                    self._repoll = False
-                    poller = self._poller()
-                poller.poll(0 if self._more_input else self._timeout_ms())
-                self.waker.clear()
-                with self.lock:
-                    self.lock_holder = self.ident
-                    try:
-                        self._receive_all()
-                        self._send_ready(timers=True)
-                        self._notify_input()
-                    finally:
-                        self.lock_holder = None
-            with self.lock:
-                self.lock_holder = self.ident
-                self._drain_at_exit()
-        except Exception:
-            log.exception("%s crashed; shutting the kernel down", self.name)
-            if self.on_crash is not None and not self.stopping:
-                self.on_crash()
-        finally:
-            self.lock_holder = None
-            self.stopped.set()
-
-    def _notify_input(self) -> None:
-        """Called with the lock held, after any socket operation: make sure whoever reads a socket
-        with input waiting will look (the operation may have consumed its ZMQ_FD notification)."""
-        here = threading.get_ident() == self.ident
-        for channel, sock in self.sockets.items():
-            if input_waiting(sock):
-                on_input = self.watched_elsewhere.get(channel)
-                if on_input is not None:
-                    on_input()
-                elif here:
-                    self._more_input = True
-                else:
-                    self.waker.wake()
-        if self.iopub_socket is not None and input_waiting(self.iopub_socket):
-            if here:
-                self._more_input = True
-            else:
-                self.waker.wake()
-
-    def _receive_all(self, everything: bool = False) -> None:
-        """Receive on the sockets this thread reads (all of them when `everything`)."""
-        self._more_input = False
-        for channel, sock in self.sockets.items():
-            if everything or channel not in self.watched_elsewhere:
-                while self._receive(sock, channel) and everything:
-                    pass
-        if self.iopub_socket is not None:
-            self._greet_subscribers()
-
-    def _send_ready(self, timers: bool = False) -> None:
-        self._send_outbox()
-        if self.iopub is not None:
-            self._send_iopub(timers)
-
-    def _timeout_ms(self):
-        if self.iopub is None:
-            return None
-        if self._held is not None:
-            return 2  # a subscriber is full: retry soon (libzmq gives no POLLOUT for XPUB)
-        now = time.monotonic()
-        waits = []
-        if self.iopub.partials_due is not None:
-            waits.append(self.iopub.partials_due - now)
-        due = self.iopub.next_due(now)
-        if due is not None:
-            waits.append(due)
-        if not waits:
-            return None
-        return max(0, int(min(waits) * 1000) + 1)
-
-    def _receive(self, sock, channel: str, limit: int = 64) -> bool:
-        """Receive up to `limit` messages; True if it stopped at the limit."""
-        for _ in range(limit):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return False
-            parsed = self.parse(frames, channel)
-            if parsed is not None:
-                try:
-                    self.on_message(channel, *parsed)
-                except Exception:
-                    log.exception("error handling a %s message", channel)
-        return True  # fairness between sockets: the rest on the next pass (_notify_input sees it)
-
-    def parse(self, frames: list, channel: str):
-        """Verify and decode a multipart message: (idents, msg, the header frame as received), or
-        None after logging why not."""
-        try:
-            idents, rest = self.session.split_identities(frames)
-        except Exception:
-            log.warning("dropped a malformed message on %s: no delimiter frame", channel)
-            return None
-        try:
-            msg = self.session.deserialize(rest)
-        except Exception as e:
-            log.warning("dropped a message on %s that failed verification or decoding: %s", channel, e)
-            return None
-        return idents, msg, bytes(rest[1])
-
-    def _send_outbox(self) -> None:
-        outbox = self.outbox
-        while outbox:
-            channel, frames, barrier = outbox[0]
-            if barrier is not None and self._held is None and self.iopub.sent < barrier:
-                return  # iopub messages queued before this one go first
-            outbox.popleft()
-            try:
-                send_frames(self.sockets[channel], frames)
-            except zmq.ZMQError as e:
-                log.warning("could not send on %s: %s", channel, e)
-
-    def _send_iopub(self, timers: bool) -> None:
-        now = time.monotonic()
-        due = self.iopub.partials_due
-        if timers and due is not None and now >= due:
-            self.iopub.partials_due = None
-            if self.flush_partials is not None:
-                still_held = self.flush_partials()
-                if still_held is not None:
-                    self.iopub.flush()  # that text has waited its interval already: send it now
-                if still_held is not False:  # a writer held the lock, or an unfinished line waits
-                    self.iopub.partials_due = now + self.iopub.flush_interval
-        sock = self.iopub_socket
-        while True:
-            frames = self._held
-            if frames is None:
-                frames, _ = self.iopub.pop(now)
-                if frames is None:
-                    break
-            try:
-                send_frames(sock, frames, _NOBLOCK)
-            except zmq.Again:
-                if not self._stalled_too_long(now):
-                    self._held = frames
-                    return
-                self._send_past_stalled(frames)
-                self._held = None
-                continue  # still stalled: the next message that finds no room goes the same way
-            except zmq.ZMQError as e:
-                log.warning("could not publish on iopub: %s", e)
-            self._held = None
-            self._iopub_blocked_since = None
-            if self.outbox:  # replies whose outputs are now sent go out before later iopub messages
-                self._send_outbox()
-
-    def _stalled_too_long(self, now: float) -> bool:
-        """A subscriber has had no room for `stall_timeout` seconds (a client that stopped reading)."""
-        if self._iopub_blocked_since is None:
-            self._iopub_blocked_since = now
-        return now - self._iopub_blocked_since >= self.stall_timeout
-
-    def _send_past_stalled(self, frames) -> None:
-        """Send once without NODROP: subscribers with room get the message, the full one loses it.
-
-        Output never waits forever on a client that stopped reading, and clients that read keep
-        receiving everything. The next message tries losslessly again, so a client that resumes
-        reading gets lossless delivery back at once.
-        """
-        sock = self.iopub_socket
-        if not self._warned_stall:
-            log.warning("an iopub subscriber has not read for %.0f s; it misses messages until it "
-                        "reads again", self.stall_timeout)
-            self._warned_stall = True
-        sock.setsockopt(zmq.XPUB_NODROP, 0)
-        try:
-            send_frames(sock, frames, _NOBLOCK)
-        finally:
-            sock.setsockopt(zmq.XPUB_NODROP, 1)
-
-    def _greet_subscribers(self) -> None:
-        while True:
-            try:
-                frame = self.iopub_socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if frame[:1] == b"\x01":
-                topic = frame[1:].decode("utf-8", "replace")
-                self.iopub.publish("iopub_welcome", {"subscription": topic})
-
-    def _drain_at_exit(self, seconds: float = 2.0) -> None:
-        """Send what is still queued (replies, final iopub messages) before the sockets close."""
-        deadline = time.monotonic() + seconds
-        self._send_outbox()
-        if self.iopub is None:
-            return
-        if self.flush_all is not None:
-            self.flush_all(False)
-        while time.monotonic() < deadline:
-            self.iopub.flush()
-            self._send_iopub(timers=False)
-            if self._held is None and not self.iopub.pending():
-                return
-            time.sleep(0.002)
 
 
 class Transport:
@@ -455,6 +61,7 @@ class Transport:
             self.sockets[channel] = sock
         self.io_thread = None
         self.control_thread = None
+        self._shell_fd = None  # the shell socket's ZMQ_FD while a loop other than the IO thread reads it
         self._hb_control = None
         self._hb_thread = None
 
@@ -495,6 +102,47 @@ class Transport:
 
         self._hb_thread = threading.Thread(target=echo, name="ipymini-heartbeat", daemon=True)
         self._hb_thread.start()
+
+    def read_shell_on(self, loop) -> None:
+        """Let `loop` (the main thread's, running on the calling thread) read the shell socket while
+        no subshell exists: a request then goes from the socket to its cell on one thread, with no
+        hand-over from the IO thread. Requests sent while a cell computes wait in the socket, as
+        they would in a queue; an error's abort reads them first (`ChannelThread.sync`)."""
+        self._shell_loop = loop
+        self._shell_loop_ident = threading.get_ident()
+        self._shell_fd = self.sockets["shell"].getsockopt(zmq.FD)
+        self._shell_poked = False
+        loop.add_reader(self._shell_fd, self._receive_shell)
+        self.io_thread.watch_elsewhere("shell", self._shell_input_waiting)
+
+    def _receive_shell(self) -> None:
+        self._shell_poked = False
+        self.io_thread.receive("shell")
+
+    def _shell_input_waiting(self) -> None:
+        """Called under the IO lock when shell input waits that the loop's poll may not see."""
+        if self._shell_poked or self._shell_fd is None:
+            return
+        self._shell_poked = True
+        if threading.get_ident() == self._shell_loop_ident:
+            self._shell_loop.call_soon(self._receive_shell)
+        else:
+            self._shell_loop.call_soon_threadsafe(self._receive_shell)
+
+    def read_shell_on_io_thread(self) -> None:
+        """From now on the IO thread reads shell (any thread may call this): subshell requests must
+        be routed while a cell on the parent shell computes, when the main loop cannot read."""
+        if self._shell_fd is None:
+            return
+        fd, self._shell_fd = self._shell_fd, None
+        self.io_thread.watch_here("shell")
+        self._shell_loop.call_soon_threadsafe(self._shell_loop.remove_reader, fd)
+
+    def stop_reading_shell(self) -> None:
+        """On the loop's thread, at shutdown: forget the shell reader."""
+        if self._shell_fd is not None:
+            self._shell_loop.remove_reader(self._shell_fd)
+            self._shell_fd = None
 
     def send(self, channel: str, frames: list) -> None:
         """Queue frames for a channel's owner thread."""
