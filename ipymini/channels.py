@@ -19,6 +19,8 @@ import zmq
 
 log = logging.getLogger("ipymini")
 
+KICK_WAIT = 1.0  # seconds a sender waits for the sockets before leaving its message to the IO thread
+
 # pyzmq's Python layer costs ~1 µs per frame (enum flags, routing options): a message is 7+ frames and
 # a `pass` cell sends four, so the hot path calls the Cython socket methods with plain int constants.
 _send = zmq.backend.Socket.send
@@ -129,12 +131,16 @@ class ChannelThread(threading.Thread):
             self.kick()
 
     def kick(self) -> None:
-        """Send whatever is ready now, on the calling thread, if no one else holds the sockets;
-        otherwise the holder or this thread's next pass sends it."""
-        if threading.get_ident() == self.ident:
-            return  # this thread sends everything before it sleeps again
-        if not self.lock.acquire(False):
-            self.waker.wake()  # the holder may have finished its sends already: make sure
+        """Send whatever is ready now, on the calling thread.
+
+        If another thread holds the sockets, wait for it: it holds them only for a bounded pass,
+        and giving up would leave the sending to a thread that must win the GIL back first (in a
+        print flood that starved the IO thread and the cell alike)."""
+        me = threading.get_ident()
+        if me == self.ident or me == self.lock_holder:
+            return  # the holder sends everything before it lets go
+        if not self.lock.acquire(timeout=KICK_WAIT):
+            self.waker.wake()
             return
         try:
             if self.closed:
@@ -170,6 +176,7 @@ class ChannelThread(threading.Thread):
             self.lock_holder = threading.get_ident()
             try:
                 self._receive(self.sockets[channel], channel)
+                self._send_ready()  # what handling it queued (a refusal's reply)
                 self._notify_input()
             finally:
                 self.lock_holder = None
@@ -186,6 +193,7 @@ class ChannelThread(threading.Thread):
             if not self.closed:
                 self.lock_holder = threading.get_ident()
                 self._receive_all(everything=True)
+                self._send_ready()
                 self._notify_input()
         finally:
             self.lock_holder = None
@@ -214,7 +222,14 @@ class ChannelThread(threading.Thread):
                 if self._repoll:
                     self._repoll = False
                     poller = self._poller()
-                poller.poll(0 if self._more_input else self._timeout_ms())
+                timeout = 0 if self._more_input else self._timeout_ms()
+                if self.iopub is not None and timeout:
+                    # producers need not wake a thread that will wake by then anyway
+                    self.iopub.io_wakes_at = (None if timeout is None
+                                              else time.monotonic() + timeout / 1000)
+                poller.poll(timeout)
+                if self.iopub is not None:
+                    self.iopub.io_wakes_at = None
                 self.waker.clear()
                 with self.lock:
                     self.lock_holder = self.ident

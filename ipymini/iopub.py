@@ -47,6 +47,8 @@ class IOPubQueue:
         self._items: deque = deque()  # _Chunk or (frames, size)
         self._bytes = 0
         self.partials_due = None  # when the IO thread should publish threads' unfinished lines
+        # when the sleeping IO thread wakes on its own (set by it; None: awake, or not on a timer)
+        self.io_wakes_at = None
         self.enqueued = 0  # messages ever queued (a chunk counts once) ...
         self.sent = 0  # ... and taken by the IO thread: replies wait for `sent` to pass their barrier
 
@@ -102,12 +104,18 @@ class IOPubQueue:
             if full or new:
                 self.kick()  # a full chunk goes now, and so does whatever waited ahead of a new one
             if new:
-                self.wake()  # the IO thread must arm the new chunk's flush timer
+                self._wake_by(time.monotonic() + self.flush_interval)  # the new chunk's flush timer
 
     def partial_waiting(self) -> None:
         """A thread holds an unfinished line: make sure the IO thread publishes it soon."""
         if self.partials_due is None:
-            self.partials_due = time.monotonic() + self.flush_interval
+            self.partials_due = due = time.monotonic() + self.flush_interval
+            self._wake_by(due)
+
+    def _wake_by(self, due: float) -> None:
+        """Make sure the IO thread wakes by `due` (each needless wake-up costs a GIL hand-over)."""
+        wakes_at = self.io_wakes_at
+        if wakes_at is None or wakes_at > due:
             self.wake()
 
     def flush(self, wake: bool = True) -> None:

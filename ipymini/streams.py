@@ -23,6 +23,7 @@ from . import routing
 PUSH_BYTES = 1 << 16  # hand text to the IOPub queue once this much is buffered
 
 _lock = threading.Lock()
+_acquire, _release = _lock.acquire, _lock.release
 _get_ident = threading.get_ident
 _current = routing.current_request.get
 _latest = routing._latest
@@ -85,13 +86,31 @@ class KernelStream(io.TextIOBase):
             if isinstance(text, (bytes, bytearray)):
                 raise TypeError(f"write() argument must be str, not {type(text).__name__}")
             text = str(text)
-        if fd_capture is not None:  # what C code / subprocesses wrote before this comes out first
+        request = _current() or _latest[0]
+        tid = _get_ident()
+        # the fast path of a print loop: the same writer appends to a buffer that already holds text
+        # (acquire/try/finally is ~60 ns cheaper per write than `with`)
+        _acquire()
+        try:
+            a = _active
+            if a.parts and a.stream is self and a.tid == tid and a.request is request:
+                a.parts.append(text)
+                a.size += len(text)
+                if a.size >= PUSH_BYTES:
+                    _push_active()
+                return len(text)
+        finally:
+            _release()
+        return self._write_first(text, request, tid)
+
+    def _write_first(self, text: str, request, tid) -> int:
+        """A write that starts a buffer: another writer's text is handed on first, and so is what C
+        code or a subprocess wrote to the fds since the last look (at most once a millisecond)."""
+        if fd_capture is not None:
             now = _monotonic()
             if now >= _next_fd_drain[0]:
                 _next_fd_drain[0] = now + 0.001
                 fd_capture.drain()
-        request = _current() or _latest[0]
-        tid = _get_ident()
         with _lock:
             a = _active
             if a.stream is not self or a.tid != tid or a.request is not request:
