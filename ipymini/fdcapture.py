@@ -42,6 +42,7 @@ class FDCapture:
             os.set_blocking(r, False)
             self.pipes[r] = fd
             self._decoders[fd] = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pipe_fds = list(self.pipes)
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._forward, name="ipymini-fd-capture", daemon=True)
         self._thread.start()
@@ -91,6 +92,11 @@ class FDCapture:
 
     def drain(self, blocking: bool = False) -> None:
         """Move whatever the pipes hold into the streams (skips if another thread is doing it)."""
+        try:  # one syscall instead of a failing read per pipe (this runs at every cell's end)
+            if not select.select(self._pipe_fds, (), (), 0)[0]:
+                return
+        except (OSError, ValueError):
+            return  # the pipes are closed: capture has stopped
         if not self._lock.acquire(blocking):
             return
         try:

@@ -44,6 +44,7 @@ class IOPubQueue:
         self.block_timeout = block_timeout
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
+        self._room_waiters = 0  # writers waiting in _wait_for_room (notified only when there are)
         self._items: deque = deque()  # _Chunk or (frames, size)
         self._bytes = 0
         self.partials_due = None  # when the IO thread should publish threads' unfinished lines
@@ -137,7 +138,11 @@ class IOPubQueue:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return  # give up waiting; the message is still queued, never dropped here
-            self._drained.wait(remaining)
+            self._room_waiters += 1
+            try:
+                self._drained.wait(remaining)
+            finally:
+                self._room_waiters -= 1
 
     # -- consumer (IO thread) --
 
@@ -158,7 +163,8 @@ class IOPubQueue:
                 self._items.popleft()
                 self._bytes -= head[1]
             self.sent += 1
-            self._drained.notify_all()
+            if self._room_waiters:
+                self._drained.notify_all()
         if head.__class__ is _Chunk:
             text = head.parts[0] if len(head.parts) == 1 else "".join(head.parts)
             request = head.request

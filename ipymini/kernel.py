@@ -114,7 +114,7 @@ class Kernel:
         self.transport.start(self.iopub, self._on_io_message, self._on_control_message,
                              on_crash=self.request_stop, flush_partials=streams.flush_on_timer,
                              flush_all=streams.flush_all)
-        self.transport.read_shell_on(self.loop)
+        self.transport.read_shell_on(self.loop, self.main)
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
         self._start_output_options()
@@ -244,7 +244,7 @@ class Kernel:
         as ipykernel does (the cell may be awaiting a widget's answer); otherwise it waits its turn."""
         req.worker = worker
         if worker.cell_task is None:
-            worker.queue.put_nowait(req)
+            worker.enqueue(req)
             return
         token = routing.current_request.set(req)
         try:

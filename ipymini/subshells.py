@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 
 log = logging.getLogger("ipymini")
 
@@ -51,7 +52,9 @@ class ShellWorker:
         self.kernel = kernel
         self.subshell_id = subshell_id
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.queue: asyncio.Queue | None = None
+        self.pending: deque = deque()  # requests waiting their turn, in arrival order
+        self._wakeup: asyncio.Future | None = None  # what `serve` awaits while `pending` is empty
+        self.direct_submit = False  # requests received on this worker's own thread skip a loop turn
         self.thread: threading.Thread | None = None
         self.seq = 0  # requests received, in order
         self.abort_through = 0  # execute requests received up to this number are aborted
@@ -72,11 +75,19 @@ class ShellWorker:
         self.seq += 1
         req.seq = self.seq
         req.worker = self
-        # both ways append to the loop's ready queue, so requests stay in the order they arrived
-        if threading.get_ident() == self.thread_ident:
-            self.loop.call_soon(self.queue.put_nowait, req)
+        # direct_submit is only set while this worker's thread is the only one receiving for it, so
+        # a request added directly can never overtake one still on its way through the loop
+        if self.direct_submit and threading.get_ident() == self.thread_ident:
+            self.enqueue(req)
         else:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, req)
+            self.loop.call_soon_threadsafe(self.enqueue, req)
+
+    def enqueue(self, req) -> None:
+        """On this worker's loop: add a request to the end of the line."""
+        self.pending.append(req)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def interrupt(self) -> None:
         """Stop the running cell, if any, with KeyboardInterrupt (called from the main thread)."""
@@ -114,12 +125,18 @@ class ShellWorker:
         """Serve on `loop`, which runs on the calling thread."""
         self.loop = loop
         self.thread_ident = threading.get_ident()
-        self.queue = asyncio.Queue()
+        self.pending.clear()
 
     async def serve(self) -> None:
         """Handle this shell's requests one after another, forever."""
         while True:
-            req = await self.queue.get()
+            while not self.pending:
+                self._wakeup = self.loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+            req = self.pending.popleft()
             try:
                 await self.kernel.handle_shell(req, self)
             except Exception:  # a kernel bug must cost one request, never the shell

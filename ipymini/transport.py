@@ -103,7 +103,7 @@ class Transport:
         self._hb_thread = threading.Thread(target=echo, name="ipymini-heartbeat", daemon=True)
         self._hb_thread.start()
 
-    def read_shell_on(self, loop) -> None:
+    def read_shell_on(self, loop, worker=None) -> None:
         """Let `loop` (the main thread's, running on the calling thread) read the shell socket while
         no subshell exists: a request then goes from the socket to its cell on one thread, with no
         hand-over from the IO thread. Requests sent while a cell computes wait in the socket, as
@@ -112,6 +112,9 @@ class Transport:
         self._shell_loop_ident = threading.get_ident()
         self._shell_fd = self.sockets["shell"].getsockopt(zmq.FD)
         self._shell_poked = False
+        self._shell_worker = worker
+        if worker is not None:
+            worker.direct_submit = True  # see ShellWorker.submit
         loop.add_reader(self._shell_fd, self._receive_shell)
         self.io_thread.watch_elsewhere("shell", self._shell_input_waiting)
 
@@ -135,6 +138,9 @@ class Transport:
         if self._shell_fd is None:
             return
         fd, self._shell_fd = self._shell_fd, None
+        with self.io_thread.lock:  # no receive on the loop is under way while this changes
+            if self._shell_worker is not None:
+                self._shell_worker.direct_submit = False
         self.io_thread.watch_here("shell")
         self._shell_loop.call_soon_threadsafe(self._shell_loop.remove_reader, fd)
 

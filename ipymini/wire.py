@@ -114,8 +114,8 @@ class Wire:
         header = self.header(msg_type) if header is None else header
         if parent is None:
             parent_header = {}
-        else:
-            parent_header = dict(parent["header"] if "header" in parent else parent)
+        else:  # shared, not copied: a message's parent header is never changed
+            parent_header = parent["header"] if "header" in parent else parent
         return {"header": header, "msg_id": header["msg_id"], "msg_type": header["msg_type"],
                 "parent_header": parent_header, "content": {} if content is None else content,
                 "metadata": {} if metadata is None else dict(metadata)}
