@@ -55,6 +55,7 @@ class Completer:
         if use_jedi is not None:
             shell.Completer.use_jedi = use_jedi
         self.experimental = _env_flag("IPYMINI_EXPERIMENTAL_COMPLETIONS") is not False
+        _cache_module_lists()
         try:
             self.budget = max(0.0, float(os.environ.get("IPYMINI_COMPLETION_TIMEOUT", "1.5")))
         except ValueError:
@@ -127,6 +128,37 @@ class Completer:
         metadata = {"_jupyter_types_experimental": experimental} if self.experimental else {}
         return {"matches": matches, "cursor_start": start, "cursor_end": end, "metadata": metadata,
                 "status": "ok"}
+
+
+MODULE_LIST_TTL = 30.0  # seconds a sys.path directory's module list is reused while its mtime holds
+
+
+def _cache_module_lists() -> None:
+    """`import x<Tab>`: IPython lists the modules of every sys.path entry by walking it (~7 ms per
+    completion here), keeping nothing unless the walk took over 2 s. Reuse each directory's list while
+    its mtime is unchanged (a new module or package shows at once) for up to MODULE_LIST_TTL seconds
+    (a package made inside an existing directory shows by then)."""
+    from IPython.core import completerlib
+
+    scan = completerlib.module_list
+    if getattr(scan, "_ipymini_cached", False):
+        return
+    cache: dict = {}
+
+    def module_list(path: str) -> list:
+        try:
+            stamp = os.stat(path or ".").st_mtime_ns
+        except OSError:
+            return scan(path)
+        now = time.monotonic()
+        hit = cache.get(path)
+        if hit is None or hit[0] != stamp or now - hit[1] > MODULE_LIST_TTL:
+            hit = cache[path] = (stamp, now, scan(path))
+        return list(hit[2])  # the caller edits the list it gets
+
+    module_list._ipymini_cached = True
+    module_list.__doc__ = scan.__doc__
+    completerlib.module_list = module_list
 
 
 class _Timer:

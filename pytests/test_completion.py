@@ -70,6 +70,18 @@ def test_no_matches(kernel):
     assert c["cursor_start"] == c["cursor_end"] == len("zzz_nothing_like_this_")
 
 
+def test_import_completion_sees_modules_added_since_the_last_one(kernel, tmp_path):
+    """Module lists are reused between completions, but a new module shows at once."""
+    kernel.run_ok(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})")
+    (tmp_path / "ipymini_probe_one.py").write_text("")
+    assert "ipymini_probe_one" in complete(kernel, "import ipymini_probe_")["matches"]
+    time.sleep(0.01)  # a later mtime for the directory
+    (tmp_path / "ipymini_probe_two.py").write_text("")
+    matches = complete(kernel, "import ipymini_probe_")["matches"]
+    assert {"ipymini_probe_one", "ipymini_probe_two"} <= set(matches)
+    kernel.run_ok(f"sys.path.remove({str(tmp_path)!r})")
+
+
 def test_magics_and_paths(kernel):
     c = complete(kernel, "%tim")
     assert "%time" in c["matches"] or "%timeit" in c["matches"]
