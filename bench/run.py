@@ -58,6 +58,8 @@ METRICS = [
     Metric("stream_lines", "print flood, 100-byte lines", "MB/s", True, False, ("ipykernel", ">=", 3.0)),
     Metric("big_write", "one large sys.stdout.write", "MB/s", True, False, ("ipykernel", ">=", 1.0)),
     Metric("display", "display() calls", "msg/s", True, False, ("ipykernel", ">=", 1.0)),
+    Metric("late_reader", "print flood, iopub read only after the reply", "MB/s", True, False,
+           ("ipykernel", ">=", 1.0)),
     Metric("complete_import", "complete `import o`", "ms", False, False, ("ipykernel", "<=", 1.0)),
     Metric("complete_attr", "complete `big.` (10k attributes)", "ms", False, False,
            ("ipykernel", "<=", 1.0)),
@@ -69,6 +71,10 @@ EXTRA_TARGETS = {"execute_rtt": ("ipykernel", "<=", 0.4)}
 
 FULL = dict(rounds=5, rtt_n=500, rtt_warmup=30, pipelined_n=1000, lines_n=100_000, big_bytes=50_000_000,
             displays=2000, completions=20, interrupts=3)
+# --flood: the output pipeline's own sizes (issue 4): 100 MB as 1,000,000 lines, one 50 MB write,
+# 10,000 displays, and the 100 MB flood again for a client that reads iopub only after the reply
+FLOOD = dict(FULL, rounds=3, lines_n=1_000_000, displays=10_000)
+FLOOD_METRICS = ["stream_lines", "big_write", "display", "late_reader"]
 QUICK = dict(rounds=1, rtt_n=20, rtt_warmup=3, pipelined_n=50, lines_n=1000, big_bytes=1_000_000,
              displays=50, completions=2, interrupts=1)
 
@@ -358,6 +364,53 @@ def completion(code: str):
     return measure
 
 
+def m_late_reader(c: Client, cfg, rec) -> float:
+    """The print flood for a client that, as simple scripts do, waits for the shell reply before it
+    reads iopub at all, on a SUB socket with ZMQ's default receive high-water mark (1000 messages, as
+    jupyter_client's). Lossless only if the kernel coalesces and never drops."""
+    n = cfg["lines_n"]
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(c.km._make_url("iopub"))
+    try:
+        deadline = time.monotonic() + 30
+        while not sub.poll(100):  # until the new subscription delivers something
+            if time.monotonic() > deadline:
+                raise TimeoutError("the new iopub subscription never delivered a message")
+            c.request("kernel_info_request", {})
+        while sub.poll(50):
+            sub.recv_multipart()
+        expected = "".join(f"{i:099d}\n" for i in range(n))
+        t0 = time.perf_counter()
+        msg_id = c.execute(f'for _i in range({n}): print(f"{{_i:099d}}")')
+        got_reply = False
+        while not got_reply:  # the shell reply first; iopub is not touched meanwhile
+            if not c.shell.poll(300_000):
+                raise TimeoutError("no execute_reply")
+            _, pid, _, _ = c.parse(c.shell.recv_multipart())
+            got_reply = pid == msg_id
+        parts: list = []
+        collect = stream_collector(parts)
+        idle = False
+        while not idle:
+            if not sub.poll(60_000):
+                raise TimeoutError("iopub ended without idle (messages were lost)")
+            mtype, pid, fr, i = c.parse(sub.recv_multipart())
+            if pid != msg_id:
+                continue
+            if mtype == "status":
+                idle = json.loads(fr[i + 5])["execution_state"] == "idle"
+            else:
+                collect(mtype, pid, fr[i + 5])
+        dt = time.perf_counter() - t0
+    finally:
+        sub.close()
+    rec["late_reader_lossless"] = "".join(parts) == expected
+    c.drain()
+    return len(expected) / dt / 1e6
+
+
 def m_interrupt(c: Client, cfg, rec) -> float:
     times = []
     for _ in range(cfg["interrupts"]):
@@ -396,6 +449,7 @@ MEASURES = {
     "stream_lines": m_stream_lines,
     "big_write": m_big_write,
     "display": m_display,
+    "late_reader": m_late_reader,
     "interrupt": m_interrupt,  # last: it leaves the kernel freshly interrupted
 }
 
@@ -522,6 +576,9 @@ def machine() -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny workloads and one round (for tests)")
+    p.add_argument("--flood", action="store_true",
+                   help="the output pipeline at issue 4's sizes: 100 MB of lines, 10,000 displays, "
+                        "a late reader (default metrics: " + ",".join(FLOOD_METRICS) + ")")
     p.add_argument("--rounds", type=int, help="rounds (default 5, or 1 with --quick)")
     p.add_argument("--only", help=f"comma-separated metrics: {','.join(METRIC_NAMES)}")
     p.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated: ipymini,ipykernel,floor")
@@ -531,10 +588,11 @@ def main(argv=None) -> int:
                         "--ipython-arg=--HistoryManager.hist_file=:memory: (repeatable)")
     args = p.parse_args(argv)
 
-    cfg = dict(QUICK if args.quick else FULL)
+    cfg = dict(QUICK if args.quick else FLOOD if args.flood else FULL)
     if args.rounds:
         cfg["rounds"] = args.rounds
-    metrics = METRIC_NAMES if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    default = FLOOD_METRICS if args.flood else METRIC_NAMES
+    metrics = default if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
     kernels = [s.strip() for s in args.kernels.split(",") if s.strip()]
     bad = [m for m in metrics if m not in METRIC_NAMES] + [k for k in kernels if k not in KERNELS]
     if bad:
@@ -564,8 +622,8 @@ def main(argv=None) -> int:
 
     results = {k: {m: (statistics.median(samples[k][m]) if samples[k].get(m) else None)
                    for m in metrics} for k in kernels}
-    lossless = {k: (all(extras[k]["stream_lines_lossless"]) if "stream_lines_lossless" in extras[k]
-                    else None) for k in kernels}
+    checks = ("stream_lines_lossless", "big_write_lossless", "late_reader_lossless")
+    lossless = {k: ({c: all(extras[k][c]) for c in checks if c in extras[k]} or None) for k in kernels}
     info = machine()
     date = datetime.date.today().isoformat()
     md = table(results, kernels, metrics)
@@ -577,8 +635,10 @@ def main(argv=None) -> int:
     print()
     print(md)
     print()
-    print("print flood lossless (all bytes, in order): "
-          + ", ".join(f"{k}: {'-' if v is None else ('yes' if v else 'NO')}" for k, v in lossless.items()))
+    print("output arrived complete and in order: " + "; ".join(
+        f"{k}: " + ("-" if not v else ", ".join(f"{c.removesuffix('_lossless')} {'yes' if ok else 'NO'}"
+                                               for c, ok in v.items()))
+        for k, v in lossless.items()))
     if errors:
         print(f"errors: {json.dumps(errors, indent=1)}")
     out = {"date": date, "machine": info, "config": cfg, "quick": args.quick,

@@ -365,9 +365,11 @@ class Kernel:
         if req.channel == "control":
             self.transport.send("control", frames)
         else:
-            # no wake-up here: `idle` is published right after every shell reply and wakes the IO
-            # thread, which sends the outputs, this reply and idle in order
-            streams.flush_all()
+            # Not sent yet: `idle` follows every shell reply and sends outputs, reply and idle in
+            # order. A refusal made while receiving (the sockets' lock held) has no output of its own,
+            # and must not wait for the streams' lock: a writer holding it may be waiting for ours.
+            if not self.iopub.is_sender():
+                streams.flush_all()
             self.iopub.flush(wake=False)
             self.transport.io_thread.send_after_iopub(req.channel, frames, wake=False)
 

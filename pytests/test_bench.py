@@ -30,10 +30,11 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
                 assert value is None, (kernel, metric.name, value)
             else:
                 assert isinstance(value, (int, float)) and value > 0, (kernel, metric.name, value)
-    assert data["lossless"]["ipymini"] is True
-    assert data["lossless"]["ipykernel"] is True
+    checks = {"stream_lines_lossless": True, "big_write_lossless": True, "late_reader_lossless": True}
+    assert data["lossless"]["ipymini"] == checks
+    assert data["lossless"]["ipykernel"] == checks
     assert data["lossless"]["floor"] is None
-    assert data["extras"]["ipymini"]["big_write_lossless"] == [True]
+    assert data["extras"]["ipymini"]["late_reader_lossless"] == [True]
     assert data["errors"] == {}
     # the printed table has a row per metric, "-" where the floor does not apply
     assert proc.stdout.count("\n| ") == len(bench.METRICS) + 1
