@@ -1,12 +1,13 @@
 """The IOPub outgoing queue: every iopub message, in order, coalesced and bounded.
 
-Any thread publishes here; only the IO thread takes messages out and puts them on the socket.
+Any thread publishes here; the thread holding the IO lock (usually the publisher itself, see
+channels.ChannelThread.kick) takes messages out and puts them on the socket.
 - Order: one FIFO for all iopub messages, so stream text written before a display, an error or `idle`
   is always sent before it.
 - Coalescing: consecutive stream writes for the same (stream name, request) grow one pending chunk,
   which is sent when it is `flush_interval` old, reaches `chunk_bytes`, is followed by another message,
   or is flushed explicitly. A flood of small prints becomes a few large messages.
-- Backpressure: past `max_bytes` of queued text a writer waits until the IO thread has sent some, so
+- Backpressure: past `max_bytes` of queued text a writer waits until some has been sent, so
   output is never dropped for a client that keeps reading and memory stays bounded for one that does not.
 """
 
@@ -51,7 +52,7 @@ class IOPubQueue:
         # when the sleeping IO thread wakes on its own (set by it; None: awake, or not on a timer)
         self.io_wakes_at = None
         self.enqueued = 0  # messages ever queued (a chunk counts once) ...
-        self.sent = 0  # ... and taken by the IO thread: replies wait for `sent` to pass their barrier
+        self.sent = 0  # ... and taken out to send: replies wait for `sent` to pass their barrier
 
     # -- producers (any thread) --
 
@@ -128,7 +129,7 @@ class IOPubQueue:
             self.kick()
 
     def _wait_for_room(self, size: int) -> None:
-        # Called with the lock held. The IO thread must never wait for itself.
+        # Called with the lock held. The sender (who holds the IO lock) must never wait for itself.
         if self._bytes + size <= self.max_bytes or not self._bytes:
             return
         if self.is_sender():
@@ -144,7 +145,7 @@ class IOPubQueue:
             finally:
                 self._room_waiters -= 1
 
-    # -- consumer (IO thread) --
+    # -- consumer (the thread holding the IO lock) --
 
     def pop(self, now: float):
         """Next message frames ready to send, or (None, seconds until the pending chunk is due)."""

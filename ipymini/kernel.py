@@ -1,10 +1,11 @@
 """The kernel: the Jupyter protocol server, one hub between the sockets and the IPython bridge.
 
-Threads (see transport.py for who owns which socket):
-- main thread: an asyncio loop running the shell worker, which takes shell requests in arrival order and
-  runs them; user code runs here, so SIGINT interrupts it;
-- IO thread: shell/stdin/iopub sockets; hands shell requests to the worker and input replies to the
-  waiting `input()`;
+Threads (see transport.py for who reads which socket):
+- main thread: an asyncio loop that reads shell (until a subshell exists) and runs the shell worker,
+  which takes shell requests in arrival order and runs them; user code runs here, so SIGINT interrupts
+  it. Its replies and outputs leave from here too;
+- IO thread: hands input replies to the waiting `input()`, flushes stream output on a timer, and reads
+  shell for the workers once subshells exist;
 - control thread: control socket; control requests are handled right there, even while a cell runs.
 
 Every request gets: iopub `status: busy` → its outputs → its reply → `status: idle`, all parented to it.
@@ -287,7 +288,7 @@ class Kernel:
             routing.current_request.reset(token)
 
     def _refuse_unknown_subshell(self, req: Request) -> None:
-        """IO thread: a shell request for a subshell that does not exist gets an error reply."""
+        """Sockets' lock held: a shell request for a subshell that does not exist gets an error reply."""
         if problem_with(req.msg) is not None:
             self._refuse(req, problem_with(req.msg))
             return
@@ -353,8 +354,8 @@ class Kernel:
         return req.msg if req is not None else {}
 
     def _publish_status(self, state: str, req: Request) -> None:
-        # `busy` needs no wake-up of its own: execute_input, the reply or idle follows and wakes the
-        # IO thread, which then sends everything in order (one GIL hand-over instead of several)
+        # `busy` is not sent on its own: execute_input, the reply or idle follows at once and sends
+        # everything queued, in order
         self.iopub.publish("status", _STATUS_CONTENT[state], req, wake=state != "busy")
 
     def send_reply(self, req: Request, content: dict, metadata=None) -> None:
