@@ -81,8 +81,8 @@ class ChannelThread(threading.Thread):
     takes the lock to receive, to send what was left for it, and for the flush timer.
 
     ZMQ_FD is edge-triggered: any operation on a socket may consume the notification of a message
-    that has arrived. So whoever holds the lock reads until a socket reports no more input, and a
-    sender that finds input waiting after its sends wakes this thread.
+    that has arrived. So whoever holds the lock reads until a socket reports no more input, and after
+    its operations pokes whoever reads a socket that still has input waiting (`_notify_input`).
     """
 
     def __init__(self, name: str, session, sockets: dict, on_message, iopub_socket=None, iopub=None,
@@ -137,8 +137,11 @@ class ChannelThread(threading.Thread):
         and giving up would leave the sending to a thread that must win the GIL back first (in a
         print flood that starved the IO thread and the cell alike)."""
         me = threading.get_ident()
-        if me == self.ident or me == self.lock_holder:
-            return  # the holder sends everything before it lets go
+        if me == self.ident:
+            return  # this thread sends everything before it sleeps again
+        if me == self.lock_holder:  # queued while this thread sends (a finalizer that prints, say)
+            self.waker.wake()  # it may be past that message already: the IO thread will look
+            return
         if not self.lock.acquire(timeout=KICK_WAIT):
             self.waker.wake()
             return
