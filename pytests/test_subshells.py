@@ -309,3 +309,27 @@ def test_comm_messages_default_to_the_parent_shell(kernel):
     wait_all(kernel, [long_cell, comm_msg], no_reply=[comm_msg])
     assert stream_text(kernel.run_ok("print(rule_events)")) == "[('MainThread', False)]\n"
     control(kernel, "delete_subshell_request", {"subshell_id": sub})
+
+
+def test_parent_requests_keep_their_order_when_shell_reading_moves_to_the_io_thread():
+    """Without subshells the main loop reads shell itself; the first subshell moves reading to the IO
+    thread. Requests queued around that moment still run in the order they were sent, and an error
+    still aborts what was queued behind it."""
+    k = KernelHarness()
+    try:
+        k.run_ok("order = []")
+        ids = [execute(k, "import time; time.sleep(0.5); order.append(0)")]
+        ids += [execute(k, f"order.append({i})") for i in range(1, 20)]
+        create(k)  # while the first cell still runs
+        ids += [execute(k, f"order.append({i})") for i in range(20, 40)]
+        replies, _ = wait_all(k, ids)
+        assert all(replies[i]["content"]["status"] == "ok" for i in ids)
+        assert stream_text(k.run_ok("print(order == list(range(40)))")) == "True\n"
+        failing = execute(k, "import time; time.sleep(0.3); 1/0")
+        queued = [execute(k, "order.append('must not run')") for _ in range(3)]
+        replies, _ = wait_all(k, [failing, *queued])
+        assert replies[failing]["content"]["status"] == "error"
+        assert [replies[i]["content"]["status"] for i in queued] == ["aborted"] * 3
+        assert stream_text(k.run_ok("print(len(order))")) == "40\n"
+    finally:
+        k.stop()
