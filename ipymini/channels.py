@@ -207,6 +207,15 @@ class ChannelThread(threading.Thread):
         self.stopping = True
         self.waker.wake()
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child the sockets belong to the parent (libzmq is not fork-safe: touching them
+        could disturb the parent's): never use them, nor wake the parent's thread."""
+        self.closed = True
+        self.lock = threading.Lock()
+        self.lock_holder = None
+        self.outbox.clear()
+        self.kick = self.wake = self.waker.wake = lambda: None
+
     # -- the thread --
 
     def _poller(self):

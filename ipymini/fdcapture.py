@@ -4,8 +4,9 @@ Owns fds 1 and 2 while the kernel runs: each is replaced by a pipe whose text is
 kernel's stdout/stderr stream, so `os.system`, `subprocess.run` without capture and C extensions show up
 in the cell. A reader thread forwards output as it arrives (subprocesses write while the cell waits on
 them); the pipes are also drained when a child process is waited for (`os.system`, `Popen.wait`), and
-inline by the streams at most once a millisecond, so output written just before a Python `print`
-comes out before it. C stdio buffers are flushed at the end of each cell.
+by the streams whenever a write starts a new buffer, so output written before a Python `print` comes
+out before it. C stdio buffers are flushed at the end of each cell. Processes forked from the kernel
+(multiprocessing's fork workers) write their prints here too, and never read the pipes themselves.
 The kernel's own log keeps the original stderr. Turn it off with IPYMINI_CAPTURE_FD=0.
 """
 
@@ -29,6 +30,7 @@ class FDCapture:
         self.pipes: dict[int, int] = {}  # read end -> fd
         self._decoders = {}
         self._lock = threading.Lock()
+        self._drainer = None  # the thread draining now
         self._stop_r = self._stop_w = None
         self._thread = None
         self._libc_fflush = None
@@ -91,14 +93,20 @@ class FDCapture:
             self.drain(blocking=True)
 
     def drain(self, blocking: bool = False) -> None:
-        """Move whatever the pipes hold into the streams (skips if another thread is doing it)."""
-        try:  # one syscall instead of a failing read per pipe (this runs at every cell's end)
-            if not select.select(self._pipe_fds, (), (), 0)[0]:
-                return
-        except (OSError, ValueError):
-            return  # the pipes are closed: capture has stopped
+        """Move whatever the pipes hold into the streams. blocking=False skips it if another thread
+        is at it; blocking=True waits for that thread, so text it has taken out of the pipes is in
+        the streams before the caller goes on."""
+        if self._drainer == threading.get_ident():
+            return  # called again from the streams while this thread drains
+        if not self._lock.locked():
+            try:  # one syscall instead of a failing read per pipe (this runs at every cell's end)
+                if not select.select(self._pipe_fds, (), (), 0)[0]:
+                    return
+            except (OSError, ValueError):
+                return  # the pipes are closed: capture has stopped
         if not self._lock.acquire(blocking):
             return
+        self._drainer = threading.get_ident()
         try:
             for r, fd in self.pipes.items():
                 chunks = []
@@ -117,6 +125,7 @@ class FDCapture:
                     if text:
                         self.streams[fd].write(text)
         finally:
+            self._drainer = None
             self._lock.release()
 
     def flush_c_stdio(self) -> None:
@@ -131,6 +140,14 @@ class FDCapture:
         if self._libc_fflush:
             self._libc_fflush(None)
         self.drain(blocking=True)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child writes into the pipes (its fds 1 and 2) for the parent to read; it must
+        never read them itself."""
+        self._pipe_fds = []
+        self.pipes = {}
+        self._lock = threading.Lock()
+        self.saved = {}
 
     def stop(self) -> None:
         """Give fds 1 and 2 back to their original targets, forwarding what is left."""

@@ -145,6 +145,17 @@ class IOPubQueue:
             finally:
                 self._room_waiters -= 1
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child nothing is ever sent (the sockets are the parent's): forget what the
+        parent had queued, and let messages published here go nowhere."""
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._room_waiters = 0
+        self._items.clear()
+        self._bytes = 0
+        self.kick = self.wake = lambda: None
+        self.publish_msg = self.write_stream = lambda *args, **kwargs: None
+
     # -- consumer (the thread holding the IO lock) --
 
     def pop(self, now: float):

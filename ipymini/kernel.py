@@ -122,6 +122,7 @@ class Kernel:
         comms.install(self.comm_manager)
         self.bridge = Bridge(self, self.app)
         self.bridge.start()
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
         lifecycle.watch_parent(self.request_stop)
@@ -135,6 +136,15 @@ class Kernel:
                 continue  # an interrupt that escaped a task; the worker is restarted if it died
         self._finish()
         return 0
+
+    def _after_fork_in_child(self) -> None:
+        """A process forked from the kernel (multiprocessing's fork workers, os.fork) must never use
+        the parent's sockets; its prints go to fds 1 and 2, which the parent captures into the cell."""
+        self.transport.after_fork_in_child()
+        self.iopub.after_fork_in_child()
+        streams.after_fork_in_child()
+        if self.fd_capture is not None:
+            self.fd_capture.after_fork_in_child()
 
     def _start_output_options(self) -> None:
         """The per-cell output budget and OS-level capture of fds 1/2 (see streams.py, fdcapture.py)."""

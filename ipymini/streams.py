@@ -15,8 +15,8 @@ Each write goes to the request that is current for the writing code (see routing
 from __future__ import annotations
 
 import io
+import os
 import threading
-import time
 
 from . import routing
 
@@ -42,10 +42,9 @@ class _Active:
 
 _active = _Active()
 _aside: dict = {}  # (thread id, stream) -> [text, request]: unfinished lines of threads not writing now
+_child_pending: dict = {}  # in a forked child: stream name -> text not yet written (no newline yet)
 budget = None  # bytes of stream output allowed per request (None: no limit); see set_budget
 fd_capture = None  # the FDCapture whose pipes writes drain first (see fdcapture.py)
-_monotonic = time.monotonic
-_next_fd_drain = [0.0]
 
 
 class KernelStream(io.TextIOBase):
@@ -105,12 +104,10 @@ class KernelStream(io.TextIOBase):
 
     def _write_first(self, text: str, request, tid) -> int:
         """A write that starts a buffer: another writer's text is handed on first, and so is what C
-        code or a subprocess wrote to the fds since the last look (at most once a millisecond)."""
+        code, a subprocess or a forked child wrote to the fds before it (one select when there is
+        none)."""
         if fd_capture is not None:
-            now = _monotonic()
-            if now >= _next_fd_drain[0]:
-                _next_fd_drain[0] = now + 0.001
-                fd_capture.drain()
+            fd_capture.drain(blocking=True)
         with _lock:
             a = _active
             if a.stream is not self or a.tid != tid or a.request is not request:
@@ -122,6 +119,37 @@ class KernelStream(io.TextIOBase):
             if a.size >= PUSH_BYTES:
                 _push_active()
         return len(text)
+
+    def _write_to_fd(self, text) -> int:
+        """write() in a forked child (see after_fork_in_child): line-buffered, so each line reaches
+        the pipe in one write and lines of several children never mix."""
+        if text.__class__ is not str:
+            if isinstance(text, (bytes, bytearray)):
+                raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+            text = str(text)
+        with _lock:
+            pending = _child_pending.setdefault(self.name, [])
+            pending.append(text)
+            if "\n" in text:
+                data = "".join(pending)
+                end = data.rfind("\n") + 1
+                pending[:] = [data[end:]] if end < len(data) else []
+                self._to_fd(data[:end])
+        return len(text)
+
+    def _flush_to_fd(self) -> None:
+        """flush() in a forked child."""
+        with _lock:
+            pending = _child_pending.pop(self.name, None)
+        if pending:
+            self._to_fd("".join(pending))
+
+    def _to_fd(self, text: str) -> None:
+        if self._fileno is None:
+            return
+        data = text.encode("utf-8", "replace")
+        while data:
+            data = data[os.write(self._fileno, data):]
 
     def writelines(self, lines) -> None:
         for line in lines:
@@ -244,6 +272,20 @@ def flush_on_timer() -> bool | None:
 def _unchanged(key, parts) -> bool:
     last = _seen_at_last_tick.get(key)
     return last is not None and last[0] is parts and last[1] == len(parts)
+
+
+def after_fork_in_child() -> None:
+    """In a forked child (multiprocessing's fork workers, os.fork): the kernel's sockets and threads
+    are the parent's, so every write goes straight to the stream's file descriptor. With fd capture
+    on, those are the parent's pipes, and the parent shows the text in the cell that is running."""
+    global _lock, _acquire, _release, fd_capture
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    _acquire, _release = _lock.acquire, _lock.release
+    _active.parts, _active.size, _active.stream = [], 0, None  # the parent sends what it buffered
+    _aside.clear()
+    fd_capture = None
+    KernelStream.write = KernelStream._write_to_fd
+    KernelStream.flush = KernelStream._flush_to_fd
 
 
 def set_budget_from_env() -> None:

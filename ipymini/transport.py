@@ -150,6 +150,13 @@ class Transport:
             self._shell_loop.remove_reader(self._shell_fd)
             self._shell_fd = None
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the sockets are the parent's; nothing here may touch them."""
+        for t in (self.io_thread, self.control_thread):
+            if t is not None:
+                t.after_fork_in_child()
+        self._shell_fd = None
+
     def send(self, channel: str, frames: list) -> None:
         """Queue frames for a channel's owner thread."""
         owner = self.control_thread if channel == "control" else self.io_thread

@@ -148,6 +148,26 @@ def test_os_level_output_is_captured_in_order(kernel):
     assert stream_text(msgs, "stderr") == "raw stderr\n"
 
 
+def test_forked_children_print_into_the_cell_and_leave_the_kernel_alone(kernel):
+    """multiprocessing's fork workers and a bare os.fork: the child never touches the parent's sockets
+    (libzmq is not fork-safe); its lines reach the cell through the captured fds, whole."""
+    code = (
+        "import multiprocessing as mp, os, sys\n"
+        "def work(x):\n    print('worker', x, 'z' * 60)\n    print('worker err', x, file=sys.stderr)\n"
+        "    return x * 2\n"
+        "with mp.get_context('fork').Pool(3) as pool:\n    print(pool.map(work, range(12)))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n    print('forked child'); sys.stdout.flush(); os._exit(0)\n"
+        "os.waitpid(pid, 0)\nprint('parent done')")
+    msgs = kernel.run_ok(code, timeout=60)
+    out = stream_text(msgs)
+    assert sorted(line for line in out.splitlines() if line.startswith("worker")) == sorted(
+        f"worker {x} {'z' * 60}" for x in range(12))
+    assert out.endswith("[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]\nforked child\nparent done\n")
+    assert sorted(stream_text(msgs, "stderr").splitlines()) == sorted(f"worker err {x}" for x in range(12))
+    assert stream_text(kernel.run_ok("print('still here')")) == "still here\n"
+
+
 def test_c_level_printf_is_captured(kernel):
     msgs = kernel.run_ok("import ctypes\nctypes.CDLL(None).printf(b'from C %d\\n', 42)")
     assert "from C 42\n" in stream_text(msgs)
