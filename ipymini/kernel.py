@@ -18,18 +18,18 @@ import logging
 import os
 import signal
 import sys
-import threading
 import traceback
 
 from . import comms, lifecycle, routing, streams
 from .bridge import Bridge, kernel_info
 from .fdcapture import FDCapture, start_fd_capture
+from .interrupts import Interrupts
 from .iopub import IOPubQueue
 from .messages import Request, problem_with
 from .routing import parent_request
 from .streams import KernelStream
 from .stdin import StdinBroker
-from .subshells import ShellWorker, SubshellManager, in_kernel_code, subshell_history
+from .subshells import ShellWorker, SubshellManager, subshell_history
 from .transport import Transport
 from .wire import Wire
 
@@ -65,12 +65,10 @@ class Kernel:
         self.iopub = IOPubQueue(self.session)
         self.bridge: Bridge | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.main_thread_ident = threading.main_thread().ident
         self.stopping = False
         self.main = ShellWorker(self)  # the parent shell, on the main thread
         self.subshells = SubshellManager(self)
-        self._interrupt_retry = False  # the next SIGINT is our own retry of a deferred interrupt
-        self.sigint_count = 0
+        self.interrupts = Interrupts(self)
         # comm messages run on the parent shell, serialized with its cells, unless this is set
         self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
         self.stdin = StdinBroker(self)
@@ -123,7 +121,7 @@ class Kernel:
         self.bridge = Bridge(self, self.app)
         self.bridge.start()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
-        signal.signal(signal.SIGINT, self._on_sigint)
+        self.interrupts.install()
         signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
         lifecycle.watch_parent(self.request_stop)
         serving = None
@@ -181,52 +179,8 @@ class Kernel:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
     def interrupt(self) -> None:
-        """Interrupt every running cell, as a SIGINT from the kernel manager does.
-
-        As the leader of its process group (lifecycle.py), the kernel sends the SIGINT to the whole group
-        as signal mode does, so a child the cell waits on (os.system, a pipeline) stops too; otherwise only
-        the main thread is signalled.
-        """
-        try:
-            if os.getpgid(0) == os.getpid():
-                os.killpg(os.getpid(), signal.SIGINT)
-                return
-        except OSError:
-            pass
-        self.interrupt_main()
-
-    def interrupt_main(self) -> None:
-        """Send SIGINT to the main thread; its handler interrupts the subshells as well."""
-        signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
-
-    def _on_sigint(self, signum, frame) -> None:
-        self.sigint_count += 1  # lets code that swallows KeyboardInterrupt (IPython's `!cmd`) notice
-        if self._interrupt_retry:
-            self._interrupt_retry = False
-        else:
-            for worker in self.subshells.workers():
-                worker.interrupt()
-        main = self.main
-        task = main.cell_task
-        computing = main.executing or (task is not None and asyncio.current_task(self.loop) is task)
-        if computing:
-            debugger = self.debugger
-            if debugger is not None and debugger.in_debugger(frame):
-                # a cell stopped at a breakpoint: resume it, then interrupt it in its own code
-                self._interrupt_retry = True
-                debugger.resume_for_interrupt(retry=self.interrupt_main)
-                return
-            if in_kernel_code(frame):
-                # never break the kernel's own bookkeeping (output queue, wake-ups): try again soon
-                self._interrupt_retry = True
-                retry = threading.Timer(0.002, self.interrupt_main)
-                retry.name = "ipymini-interrupt-retry"
-                retry.start()
-                return
-            raise KeyboardInterrupt
-        if task is not None:
-            main.interrupt()  # the cell awaits: cancel it
-        # idle (or inside the kernel's own code between cells): nothing to interrupt
+        """Interrupt every running cell (interrupts.py)."""
+        self.interrupts.interrupt()
 
     # ------------------------------------------------------------------ incoming messages
 

@@ -233,9 +233,9 @@ class KernelShell(InteractiveShell):
     def system_piped(self, cmd):
         """`!cmd`: IPython stops the command on an interrupt and carries on; the kernel ends the cell."""
         kernel = self.kernel
-        before = kernel.sigint_count if kernel is not None else 0
+        before = kernel.interrupts.count if kernel is not None else 0
         super().system_piped(cmd)
-        if kernel is not None and kernel.sigint_count != before:
+        if kernel is not None and kernel.interrupts.count != before:
             raise KeyboardInterrupt
 
     system = system_piped

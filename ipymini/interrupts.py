@@ -1,0 +1,82 @@
+"""Interrupts: how an interrupt reaches running code, and where it must not land.
+
+Owns the SIGINT handler. An interrupt comes as SIGINT (the kernel manager's signal mode, or the kernel
+signalling itself for `interrupt_request`). The handler interrupts every busy subshell, then the parent
+shell: a cell computing on the main thread gets KeyboardInterrupt where it is, a cell awaiting is
+cancelled. Two places are protected:
+- the kernel's own code (output queue, socket sends, wake-ups): an interrupt landing there is retried
+  2 ms later, so only user code ever sees KeyboardInterrupt;
+- a cell stopped at a debugger breakpoint: it is resumed first, then interrupted in its own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+
+from .subshells import in_kernel_code
+
+
+class Interrupts:
+    """Delivers interrupts to a kernel's running cells (see module docstring)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.main_thread_ident = threading.main_thread().ident
+        self.count = 0  # SIGINTs seen: lets code that swallows KeyboardInterrupt (`!cmd`) notice
+        self._retry = False  # the next SIGINT is our own retry of a deferred interrupt
+
+    def install(self) -> None:
+        """Take over SIGINT (on the main thread)."""
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def interrupt(self) -> None:
+        """Interrupt every running cell, as a SIGINT from the kernel manager does.
+
+        As the leader of its process group (lifecycle.py), the kernel sends the SIGINT to the whole
+        group as signal mode does, so a child the cell waits on (os.system, a pipeline) stops too;
+        otherwise only the main thread is signalled.
+        """
+        try:
+            if os.getpgid(0) == os.getpid():
+                os.killpg(os.getpid(), signal.SIGINT)
+                return
+        except OSError:
+            pass
+        self.interrupt_main()
+
+    def interrupt_main(self) -> None:
+        """Send SIGINT to the main thread; its handler interrupts the subshells as well."""
+        signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
+
+    def _on_sigint(self, signum, frame) -> None:
+        kernel = self.kernel
+        self.count += 1
+        if self._retry:
+            self._retry = False
+        else:
+            for worker in kernel.subshells.workers():
+                worker.interrupt()
+        main = kernel.main
+        task = main.cell_task
+        computing = main.executing or (task is not None and asyncio.current_task(kernel.loop) is task)
+        if computing:
+            debugger = kernel.debugger
+            if debugger is not None and debugger.in_debugger(frame):
+                # a cell stopped at a breakpoint: resume it, then interrupt it in its own code
+                self._retry = True
+                debugger.resume_for_interrupt(retry=self.interrupt_main)
+                return
+            if in_kernel_code(frame):
+                # never break the kernel's own bookkeeping (output queue, wake-ups): try again soon
+                self._retry = True
+                retry = threading.Timer(0.002, self.interrupt_main)
+                retry.name = "ipymini-interrupt-retry"
+                retry.start()
+                return
+            raise KeyboardInterrupt
+        if task is not None:
+            main.interrupt()  # the cell awaits: cancel it
+        # idle (or inside the kernel's own code between cells): nothing to interrupt
