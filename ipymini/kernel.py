@@ -200,6 +200,7 @@ class Kernel:
                 self._refuse_unknown_subshell(req)
                 return
         if worker.cell_task is not None and header.get("msg_type") in COMM_TYPES:
+            worker.number(req)
             worker.loop.call_soon_threadsafe(self._comm_during_cell, req, worker)
         else:
             worker.submit(req)
@@ -207,7 +208,6 @@ class Kernel:
     def _comm_during_cell(self, req: Request, worker: ShellWorker) -> None:
         """On the worker's loop: a comm message that came while an async cell awaits is handled at once,
         as ipykernel does (the cell may be awaiting a widget's answer); otherwise it waits its turn."""
-        req.worker = worker
         if worker.cell_task is None:
             worker.enqueue(req)
             return

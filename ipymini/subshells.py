@@ -70,11 +70,16 @@ class ShellWorker:
 
     # -- any thread --
 
-    def submit(self, req) -> None:
-        """Queue a request (called with the IO sockets' lock held, so `seq` needs no lock of its own)."""
+    def number(self, req) -> None:
+        """Give a request its place in this shell's arrival order (called with the IO sockets' lock
+        held, so `seq` needs no lock of its own)."""
         self.seq += 1
         req.seq = self.seq
         req.worker = self
+
+    def submit(self, req) -> None:
+        """Queue a request (called with the IO sockets' lock held)."""
+        self.number(req)
         # direct_submit is only set while this worker's thread is the only one receiving for it, so
         # a request added directly can never overtake one still on its way through the loop
         if self.direct_submit and threading.get_ident() == self.thread_ident:
@@ -83,8 +88,14 @@ class ShellWorker:
             self.loop.call_soon_threadsafe(self.enqueue, req)
 
     def enqueue(self, req) -> None:
-        """On this worker's loop: add a request to the end of the line."""
-        self.pending.append(req)
+        """On this worker's loop: add a request to the line, in arrival order (one that went through
+        the loop, a comm message that came while a cell awaited, may find later ones queued)."""
+        pending = self.pending
+        if pending and pending[-1].seq > req.seq:
+            later = next(i for i, r in enumerate(pending) if r.seq > req.seq)
+            pending.insert(later, req)
+        else:
+            pending.append(req)
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
