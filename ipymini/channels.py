@@ -103,7 +103,12 @@ class ChannelThread(threading.Thread):
         self.stopped = threading.Event()
         self._polled = [s for s in sockets.values()] + ([iopub_socket] if iopub_socket is not None else [])
         self.watched_elsewhere: dict = {}  # channel -> callback: another thread's loop reads it
-        self._repoll = False  # the set of sockets this thread polls changed
+        # what this thread sleeps on; other threads change it directly (epoll allows that while the
+        # thread waits in it), so handing a socket over needs no wake-up
+        self._epoll = select.epoll()
+        self._epoll.register(self.waker.rfd, select.EPOLLIN)
+        for sock in self._polled:
+            self._epoll.register(sock.getsockopt(zmq.FD), select.EPOLLIN)
         self._more_input = False  # input is waiting that this thread must read: poll again at once
         self._iopub_blocked_since = None
         self._held = None  # iopub frames refused by a full subscriber, sent first when room returns
@@ -161,15 +166,31 @@ class ChannelThread(threading.Thread):
         """Let another thread's event loop read `channel` (it calls `receive`): this thread stops
         polling it, and `on_input()` is called (under the lock, from any thread) whenever input may
         be waiting there that the other loop's poll cannot see."""
-        self.watched_elsewhere[channel] = on_input
-        self._repoll = True
-        self.waker.wake()
+        with self.lock:
+            if self._epoll.closed:
+                return  # this thread has ended
+            if channel not in self.watched_elsewhere:
+                self._epoll.unregister(self.sockets[channel].getsockopt(zmq.FD))
+            self.watched_elsewhere[channel] = on_input
+            self._locked_notify_input()
 
     def watch_here(self, channel: str) -> None:
-        """Take the reading of `channel` back onto this thread."""
-        self.watched_elsewhere.pop(channel, None)
-        self._repoll = True
-        self.waker.wake()
+        """Let this thread read `channel` (again)."""
+        with self.lock:
+            if self._epoll.closed:
+                return  # this thread has ended
+            if self.watched_elsewhere.pop(channel, None) is not None:
+                self._epoll.register(self.sockets[channel].getsockopt(zmq.FD), select.EPOLLIN)
+            self._locked_notify_input()
+
+    def _locked_notify_input(self) -> None:
+        if self.closed:
+            return
+        self.lock_holder = threading.get_ident()
+        try:
+            self._notify_input()
+        finally:
+            self.lock_holder = None
 
     def receive(self, channel: str) -> None:
         """Receive and hand on what waits on `channel`, on the calling thread (its loop watches it)."""
@@ -218,28 +239,15 @@ class ChannelThread(threading.Thread):
 
     # -- the thread --
 
-    def _poller(self):
-        poller = select.poll()
-        by_socket = {sock: channel for channel, sock in self.sockets.items()}
-        for sock in self._polled:
-            if by_socket.get(sock) not in self.watched_elsewhere:
-                poller.register(sock.getsockopt(zmq.FD), select.POLLIN)
-        poller.register(self.waker.rfd, select.POLLIN)
-        return poller
-
     def run(self) -> None:
-        poller = self._poller()
         try:
             while not self.stopping:
-                if self._repoll:
-                    self._repoll = False
-                    poller = self._poller()
                 timeout = 0 if self._more_input else self._timeout_ms()
                 if self.iopub is not None and timeout:
                     # producers need not wake a thread that will wake by then anyway
                     self.iopub.io_wakes_at = (None if timeout is None
                                               else time.monotonic() + timeout / 1000)
-                poller.poll(timeout)
+                self._epoll.poll(-1 if timeout is None else timeout / 1000)
                 if self.iopub is not None:
                     self.iopub.io_wakes_at = None
                 self.waker.clear()
@@ -260,6 +268,8 @@ class ChannelThread(threading.Thread):
                 self.on_crash()
         finally:
             self.lock_holder = None
+            with self.lock:
+                self._epoll.close()
             self.stopped.set()
 
     def _notify_input(self) -> None:

@@ -1,11 +1,11 @@
 """The kernel: the Jupyter protocol server, one hub between the sockets and the IPython bridge.
 
 Threads (see transport.py for who reads which socket):
-- main thread: an asyncio loop that reads shell (until a subshell exists) and runs the shell worker,
+- main thread: an asyncio loop that reads shell and runs the shell worker,
   which takes shell requests in arrival order and runs them; user code runs here, so SIGINT interrupts
   it. Its replies and outputs leave from here too;
-- IO thread: hands input replies to the waiting `input()`, flushes stream output on a timer, and reads
-  shell for the workers once subshells exist;
+- IO thread: hands input replies to the waiting `input()`, flushes stream output on a timer, and, once
+  subshells exist, reads shell for the workers while the parent shell is busy;
 - control thread: control socket; control requests are handled right there, even while a cell runs.
 
 Every request gets: iopub `status: busy` → its outputs → its reply → `status: idle`, all parented to it.
@@ -201,13 +201,14 @@ class Kernel:
                 return
         if worker.cell_task is not None and header.get("msg_type") in COMM_TYPES:
             worker.number(req)
-            worker.loop.call_soon_threadsafe(self._comm_during_cell, req, worker)
+            worker.hand_over(self._comm_during_cell, req)
         else:
             worker.submit(req)
 
-    def _comm_during_cell(self, req: Request, worker: ShellWorker) -> None:
+    def _comm_during_cell(self, req: Request) -> None:
         """On the worker's loop: a comm message that came while an async cell awaits is handled at once,
         as ipykernel does (the cell may be awaiting a widget's answer); otherwise it waits its turn."""
+        worker = req.worker
         if worker.cell_task is None:
             worker.enqueue(req)
             return
@@ -447,7 +448,7 @@ class Kernel:
 
     def create_subshell_request(self, req: Request) -> None:
         subshell_id = self.subshells.create()
-        self.transport.read_shell_on_io_thread()
+        self.transport.share_shell_reading()
         self.send_reply(req, {"status": "ok", "subshell_id": subshell_id})
 
     def list_subshell_request(self, req: Request) -> None:

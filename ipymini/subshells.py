@@ -54,7 +54,11 @@ class ShellWorker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: deque = deque()  # requests waiting their turn, in arrival order
         self._wakeup: asyncio.Future | None = None  # what `serve` awaits while `pending` is empty
-        self.direct_submit = False  # requests received on this worker's own thread skip a loop turn
+        # requests handed to this worker's loop from other threads, and how many have arrived: one
+        # received on the worker's own thread is queued directly only when none is on its way
+        self.handed = 0  # (changed under the IO lock)
+        self.arrived = 0  # (changed on this worker's loop)
+        self.on_busy = self.on_idle = None  # called when this worker starts work / runs out of it
         self.thread: threading.Thread | None = None
         self.seq = 0  # requests received, in order
         self.abort_through = 0  # execute requests received up to this number are aborted
@@ -80,12 +84,19 @@ class ShellWorker:
     def submit(self, req) -> None:
         """Queue a request (called with the IO sockets' lock held)."""
         self.number(req)
-        # direct_submit is only set while this worker's thread is the only one receiving for it, so
-        # a request added directly can never overtake one still on its way through the loop
-        if self.direct_submit and threading.get_ident() == self.thread_ident:
-            self.enqueue(req)
+        if threading.get_ident() == self.thread_ident and self.handed == self.arrived:
+            self.enqueue(req)  # nothing is on its way through the loop that it could overtake
         else:
-            self.loop.call_soon_threadsafe(self.enqueue, req)
+            self.hand_over(self.enqueue, req)
+
+    def hand_over(self, handle, req) -> None:
+        """Run `handle(req)` on this worker's loop (called with the IO sockets' lock held)."""
+        self.handed += 1
+        self.loop.call_soon_threadsafe(self._arrive, handle, req)
+
+    def _arrive(self, handle, req) -> None:
+        self.arrived += 1
+        handle(req)
 
     def enqueue(self, req) -> None:
         """On this worker's loop: add a request to the line, in arrival order (one that went through
@@ -141,6 +152,8 @@ class ShellWorker:
     async def serve(self) -> None:
         """Handle this shell's requests one after another, forever."""
         while True:
+            if not self.pending and self.on_idle is not None:
+                self.on_idle()
             while not self.pending:
                 self._wakeup = self.loop.create_future()
                 try:
@@ -148,6 +161,8 @@ class ShellWorker:
                 finally:
                     self._wakeup = None
             req = self.pending.popleft()
+            if self.on_busy is not None:
+                self.on_busy()
             try:
                 await self.kernel.handle_shell(req, self)
             except Exception:  # a kernel bug must cost one request, never the shell

@@ -5,8 +5,9 @@ A ZMQ socket must never be used by two threads at once; here each group of socke
   lock is free (a cell's busy, outputs, reply and idle leave from the cell's own thread, with no
   hand-over). The IO thread sleeps on the sockets' notification descriptors and takes the lock to
   receive input replies and iopub subscriptions, to send what others left queued, and to flush
-  stream output on its timer. It reads shell too once subshells exist; until then the main thread's
-  event loop reads shell itself, so a request goes from the socket to its cell on one thread;
+  stream output on its timer. The main thread's event loop reads shell itself, so a request goes from
+  the socket to its cell on one thread; once subshells exist, the IO thread also reads shell while the
+  parent shell is busy;
 - the control thread serves control, so control requests are answered while a cell runs;
 - the heartbeat echoes inside libzmq (`zmq.proxy_steerable`), needing no GIL.
 
@@ -62,6 +63,7 @@ class Transport:
         self.io_thread = None
         self.control_thread = None
         self._shell_fd = None  # the shell socket's ZMQ_FD while a loop other than the IO thread reads it
+        self._shell_switch = threading.Lock()
         self._hb_control = None
         self._hb_thread = None
 
@@ -103,18 +105,18 @@ class Transport:
         self._hb_thread = threading.Thread(target=echo, name="ipymini-heartbeat", daemon=True)
         self._hb_thread.start()
 
-    def read_shell_on(self, loop, worker=None) -> None:
-        """Let `loop` (the main thread's, running on the calling thread) read the shell socket while
-        no subshell exists: a request then goes from the socket to its cell on one thread, with no
-        hand-over from the IO thread. Requests sent while a cell computes wait in the socket, as
-        they would in a queue; an error's abort reads them first (`ChannelThread.sync`)."""
+    def read_shell_on(self, loop, worker) -> None:
+        """Let `loop` (the main thread's, running on the calling thread) read the shell socket: a
+        request then goes from the socket to its cell on one thread, with no hand-over from the IO
+        thread. Requests sent while a cell computes wait in the socket, as they would in a queue; an
+        error's abort reads them first (`ChannelThread.sync`). See `share_shell_reading` for
+        subshells."""
         self._shell_loop = loop
         self._shell_loop_ident = threading.get_ident()
         self._shell_fd = self.sockets["shell"].getsockopt(zmq.FD)
         self._shell_poked = False
         self._shell_worker = worker
-        if worker is not None:
-            worker.direct_submit = True  # see ShellWorker.submit
+        self._io_reads_shell = False
         loop.add_reader(self._shell_fd, self._receive_shell)
         self.io_thread.watch_elsewhere("shell", self._shell_input_waiting)
 
@@ -132,17 +134,26 @@ class Transport:
         else:
             self._shell_loop.call_soon_threadsafe(self._receive_shell)
 
-    def read_shell_on_io_thread(self) -> None:
-        """From now on the IO thread reads shell (any thread may call this): subshell requests must
-        be routed while a cell on the parent shell computes, when the main loop cannot read."""
-        if self._shell_fd is None:
+    def share_shell_reading(self) -> None:
+        """Once subshells exist (any thread may call this), the IO thread reads shell too while the
+        parent shell is busy: subshell requests must be routed while a parent cell computes, when
+        the main loop cannot read. While the parent shell is idle its loop alone reads, so its
+        requests keep the one-thread path."""
+        worker = self._shell_worker
+        if self._shell_fd is None or worker.on_busy is not None:
             return
-        fd, self._shell_fd = self._shell_fd, None
-        with self.io_thread.lock:  # no receive on the loop is under way while this changes
-            if self._shell_worker is not None:
-                self._shell_worker.direct_submit = False
-        self.io_thread.watch_here("shell")
-        self._shell_loop.call_soon_threadsafe(self._shell_loop.remove_reader, fd)
+        worker.on_busy = lambda: self._set_io_reads_shell(True)
+        worker.on_idle = lambda: self._set_io_reads_shell(False)
+        self._set_io_reads_shell(True)  # the parent shell may be computing right now
+
+    def _set_io_reads_shell(self, on: bool) -> None:
+        with self._shell_switch:  # the main loop and the control thread may both switch
+            if on != self._io_reads_shell and self._shell_fd is not None:
+                self._io_reads_shell = on
+                if on:
+                    self.io_thread.watch_here("shell")
+                else:
+                    self.io_thread.watch_elsewhere("shell", self._shell_input_waiting)
 
     def stop_reading_shell(self) -> None:
         """On the loop's thread, at shutdown: forget the shell reader."""
