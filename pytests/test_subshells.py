@@ -311,10 +311,10 @@ def test_comm_messages_default_to_the_parent_shell(kernel):
     control(kernel, "delete_subshell_request", {"subshell_id": sub})
 
 
-def test_parent_requests_keep_their_order_when_shell_reading_moves_to_the_io_thread():
-    """Without subshells the main loop reads shell itself; the first subshell moves reading to the IO
-    thread. Requests queued around that moment still run in the order they were sent, and an error
-    still aborts what was queued behind it."""
+def test_parent_requests_keep_their_order_when_the_io_thread_starts_reading_shell():
+    """Without subshells the main loop alone reads shell; once one exists the IO thread reads too while
+    the parent shell is busy. Requests queued around that moment still run in the order they were
+    sent, and an error still aborts what was queued behind it."""
     k = KernelHarness()
     try:
         k.run_ok("order = []")
