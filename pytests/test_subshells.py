@@ -331,5 +331,18 @@ def test_parent_requests_keep_their_order_when_the_io_thread_starts_reading_shel
         assert replies[failing]["content"]["status"] == "error"
         assert [replies[i]["content"]["status"] for i in queued] == ["aborted"] * 3
         assert stream_text(k.run_ok("print(len(order))")) == "40\n"
+        # the parent shell going busy and idle again and again (reading switching each time), with
+        # subshell requests in between: still in order
+        sub = create(k)
+        k.run_ok("order = []")
+        ids = []
+        for i in range(150):
+            ids.append(execute(k, f"order.append({i})" + ("; time.sleep(0.01)" if i % 10 == 0 else "")))
+            if i % 7 == 0:
+                ids.append(execute(k, "1", sub))
+                time.sleep(0.002)
+        replies, _ = wait_all(k, ids, timeout=60)
+        assert all(r["content"]["status"] == "ok" for r in replies.values())
+        assert stream_text(k.run_ok("print(order == list(range(150)))")) == "True\n"
     finally:
         k.stop()
