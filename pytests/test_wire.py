@@ -124,3 +124,11 @@ def test_message_ids_are_unique_across_threads():
     for t in threads:
         t.join()
     assert len(set(ids)) == 8000
+
+
+def test_a_cyclic_message_part_is_a_clear_error():
+    wire = Wire(KEY)
+    content = {"a": []}
+    content["a"].append(content)
+    with pytest.raises(ValueError, match="refers to itself"):
+        wire.serialize(wire.msg("display_data", content))
