@@ -29,6 +29,24 @@ class _Chunk:
         self.born, self.urgent = now, False
 
 
+def _publish_in_child(msg: dict, wake: bool = True, parent_frame=None) -> None:
+    """publish_msg in a forked child: what a user would see (a display's text/plain, an error's
+    traceback) is written to the child's stdout/stderr; status and comm messages are dropped."""
+    import sys
+
+    content = msg.get("content")
+    if not isinstance(content, dict):
+        return
+    kind = msg["header"]["msg_type"]
+    if kind in ("display_data", "update_display_data", "execute_result"):
+        text = (content.get("data") or {}).get("text/plain")
+        if isinstance(text, str):
+            sys.stdout.write(text + "\n")
+    elif kind == "error":
+        lines = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
+        sys.stderr.write("\n".join(map(str, lines)) + "\n")
+
+
 class IOPubQueue:
     """Ordered, coalescing, bounded queue of iopub messages (see module docstring)."""
 
@@ -147,14 +165,16 @@ class IOPubQueue:
 
     def after_fork_in_child(self) -> None:
         """In a forked child nothing is ever sent (the sockets are the parent's): forget what the
-        parent had queued, and let messages published here go nowhere."""
+        parent had queued, and turn what the child publishes into text on its stdout/stderr, which the
+        parent captures (see `_publish_in_child`)."""
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._room_waiters = 0
         self._items.clear()
         self._bytes = 0
         self.kick = self.wake = lambda: None
-        self.publish_msg = self.write_stream = lambda *args, **kwargs: None
+        self.publish_msg = _publish_in_child
+        self.write_stream = lambda *args, **kwargs: None
 
     # -- consumer (the thread holding the IO lock) --
 

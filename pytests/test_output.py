@@ -157,13 +157,15 @@ def test_forked_children_print_into_the_cell_and_leave_the_kernel_alone(kernel):
         "    return x * 2\n"
         "with mp.get_context('fork').Pool(3) as pool:\n    print(pool.map(work, range(12)))\n"
         "pid = os.fork()\n"
-        "if pid == 0:\n    print('forked child'); sys.stdout.flush(); os._exit(0)\n"
+        "if pid == 0:\n    print('forked child'); display('shown by the child')\n"
+        "    sys.stdout.flush(); os._exit(0)\n"
         "os.waitpid(pid, 0)\nprint('parent done')")
     msgs = kernel.run_ok(code, timeout=60)
     out = stream_text(msgs)
     assert sorted(line for line in out.splitlines() if line.startswith("worker")) == sorted(
         f"worker {x} {'z' * 60}" for x in range(12))
-    assert out.endswith("[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]\nforked child\nparent done\n")
+    assert out.endswith("[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]\nforked child\n"
+                        "'shown by the child'\nparent done\n")
     assert sorted(stream_text(msgs, "stderr").splitlines()) == sorted(f"worker err {x}" for x in range(12))
     assert stream_text(kernel.run_ok("print('still here')")) == "still here\n"
 
