@@ -36,7 +36,7 @@ def bind_address(conn: dict, channel: str) -> str:
 
 
 class Transport:
-    """Binds the kernel's sockets from a connection file and runs their owner threads."""
+    """Binds the kernel's sockets from a connection file and runs the threads that serve them."""
 
     def __init__(self, conn: dict, session):
         self.conn = conn
