@@ -76,7 +76,7 @@ class ChannelThread(threading.Thread):
 
     The sockets are guarded by one lock rather than confined to this thread: a thread that queues a
     message sends it itself when the lock is free (`kick`), so a cell's busy, outputs, reply and idle
-    leave without waking this thread or handing the GIL back and forth. This thread sleeps in poll()
+    leave without waking this thread or handing the GIL back and forth. This thread sleeps in epoll
     on the sockets' ZMQ_FD notification descriptors, which never touches the sockets themselves, and
     takes the lock to receive, to send what was left for it, and for the flush timer.
 
