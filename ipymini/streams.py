@@ -82,9 +82,7 @@ class KernelStream(io.TextIOBase):
 
     def write(self, text) -> int:
         if text.__class__ is not str:
-            if isinstance(text, (bytes, bytearray)):
-                raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-            text = str(text)
+            text = _as_text(text)
         request = _current() or _latest[0]
         tid = _get_ident()
         # the fast path of a print loop: the same writer appends to a buffer that already holds text
@@ -124,9 +122,7 @@ class KernelStream(io.TextIOBase):
         """write() in a forked child (see after_fork_in_child): line-buffered, so each line reaches
         the pipe in one write and lines of several children never mix."""
         if text.__class__ is not str:
-            if isinstance(text, (bytes, bytearray)):
-                raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-            text = str(text)
+            text = _as_text(text)
         with _lock:
             pending = _child_pending.setdefault(self.name, [])
             pending.append(text)
@@ -159,6 +155,13 @@ class KernelStream(io.TextIOBase):
         """Hand everything written so far to the IOPub queue and ask for it to be sent now."""
         flush_all()
         self._iopub.flush()
+
+
+def _as_text(text) -> str:
+    """What write() accepts besides str: str subclasses and objects with a str(); never bytes."""
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+    return str(text)
 
 
 def _emit(stream: KernelStream, text: str, request) -> None:
