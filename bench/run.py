@@ -165,6 +165,15 @@ class Client:
         parent = json.loads(frames[i + 3])
         return header["msg_type"], parent.get("msg_id"), frames, i
 
+    def received(self, sock):
+        """Every message already waiting on `sock`, parsed (see `parse`)."""
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            yield self.parse(frames)
+
     def wait(self, pending: dict, on_iopub=None, on_reply=None, timeout: float = 60.0) -> None:
         """Receive until every msg_id in `pending` has its reply and its idle.
 
@@ -179,23 +188,13 @@ class Client:
                 raise TimeoutError(f"{len(pending)} requests still pending")
             events = dict(self.poller.poll(left * 1000))
             if shell in events:
-                while True:
-                    try:
-                        fr = shell.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    _, pid, fr, i = self.parse(fr)
+                for _, pid, fr, i in self.received(shell):
                     if pid in pending:
                         if on_reply is not None:
                             on_reply(pid, json.loads(fr[i + 5]))
                         self._done(pending, pid)
             if iopub in events:
-                while True:
-                    try:
-                        fr = iopub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    mtype, pid, fr, i = self.parse(fr)
+                for mtype, pid, fr, i in self.received(iopub):
                     if pid not in pending:
                         continue
                     if mtype == "status":
