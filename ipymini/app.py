@@ -19,20 +19,25 @@ from IPython.core.profiledir import ProfileDir
 from IPython.core.shellapp import InteractiveShellApp, shell_aliases, shell_flags
 from traitlets import Unicode
 
-from .shell import KernelShell
+from .shell import ZMQInteractiveShell
 
-aliases = {**base_aliases, **shell_aliases, "f": "KernelApp.connection_file"}
+aliases = {**base_aliases, **shell_aliases, "f": "IPKernelApp.connection_file"}
 flags = {**base_flags, **shell_flags}
 
 
-class KernelApp(BaseIPythonApplication, InteractiveShellApp):
-    """IPython's configuration for a kernel (config file name: ipython_kernel_config.py)."""
+class IPKernelApp(BaseIPythonApplication, InteractiveShellApp):
+    """IPython's configuration for a kernel (config file name: ipython_kernel_config.py).
+
+    Named as ipykernel's application is: `c.IPKernelApp.exec_lines`, `.extensions` and the like in a
+    user's ipython_kernel_config.py apply unchanged, and libraries (tqdm.auto, transformers) decide
+    they run in a Jupyter kernel by `"IPKernelApp" in get_ipython().config`.
+    """
 
     name = "ipython-kernel"
     description = "ipymini: a Jupyter kernel for Python built on IPython"
     aliases = aliases
     flags = flags
-    classes = [KernelShell, ProfileDir]
+    classes = [ZMQInteractiveShell, ProfileDir]
     connection_file = Unicode("", help="JSON connection file written by the kernel's launcher").tag(
         config=True)
 
@@ -56,7 +61,7 @@ def setup_logging() -> None:
 def run_kernel(argv: list[str]) -> int:
     """Parse the command line and IPython configuration, then serve until shutdown."""
     setup_logging()
-    app = KernelApp()
+    app = IPKernelApp()
     app.initialize(argv)
     if not app.connection_file:
         print("usage: python -m ipymini -f CONNECTION_FILE [--Class.trait=value ...]\n"

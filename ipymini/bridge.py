@@ -19,8 +19,10 @@ import threading
 from IPython.core.async_helpers import _pseudo_sync_runner
 from IPython.core import page, payloadpage
 
+from .cell_asyncio import sync_cell
 from .completion import Completer
-from .shell import KernelShell
+from .ipykernel_api import present_as_ipykernel
+from .shell import ZMQInteractiveShell
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
 
@@ -39,10 +41,14 @@ class Bridge:
     def __init__(self, kernel, app):
         self.kernel = kernel
         self.app = app
-        shell = KernelShell.instance(parent=app, profile_dir=app.profile_dir, kernel=kernel)
+        present_as_ipykernel(ZMQInteractiveShell)
+        shell = ZMQInteractiveShell.instance(parent=app, profile_dir=app.profile_dir, kernel=kernel)
         app.shell = shell
         self.shell = shell
+        if "IPKernelApp" not in shell.config:  # what tqdm.auto & co. look for (see app.IPKernelApp)
+            shell.config.IPKernelApp.connection_file = app.connection_file
         shell.display_pub.session = kernel.session  # some libraries read display_pub.session
+        shell.display_pub.pub_socket = kernel.iopub_socket
         shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
         shell.make_thread_safe()
         run_params = inspect.signature(shell.run_cell_async).parameters
@@ -50,7 +56,6 @@ class Bridge:
         self._history = None  # the HistoryManager whose writes we batch (see _defer_history_writes)
         self._history_timer = None
         self._install_input()
-        self._install_paged_help()
         install_namespace_magics(shell)
         self.completer = Completer(shell)
 
@@ -107,6 +112,7 @@ class Bridge:
         """Run one cell; returns the reply content's status part (status, and the error when it failed)."""
         shell = self.shell
         shell.last_error = None
+        shell.failed_without_raising = False
         if self.kernel.debugger is not None:
             self.kernel.debugger.before_cell()
         try:
@@ -139,13 +145,17 @@ class Bridge:
                 # a per-write cost and unbounded memory under floods. Stepping the coroutine avoids it.
                 worker.executing = True
                 try:
-                    result = _pseudo_sync_runner(coro)
+                    with sync_cell():
+                        result = _pseudo_sync_runner(coro)
                 finally:
                     worker.executing = False
         except BaseException:
             shell.showtraceback()
         finally:
             cell_error = shell.last_error
+            # a traceback shown by the cell itself (showtraceback() in an except block) is output;
+            # the cell failed only if its code raised, or formatting its result did (as in ipykernel)
+            failed = result is None or not result.success or shell.failed_without_raising
             # a failing post-execute hook is shown as an error output, but the cell itself succeeded
             for event, args in (("post_execute", ()), ("post_run_cell", (result,))):
                 if event == "post_run_cell" and silent:
@@ -154,7 +164,7 @@ class Bridge:
                     shell.events.trigger(event, *args)
                 except Exception:
                     shell.showtraceback()
-        if result is not None and result.success and cell_error is None:
+        if not failed:
             return {"status": "ok"}
         error = cell_error
         if error is None:  # failed without a traceback being shown (should not happen)
@@ -246,24 +256,6 @@ class Bridge:
         return {"status": "ok", "history": entries}
 
     # -- stdin --
-
-    def _install_paged_help(self) -> None:
-        """`help(obj)` goes to the pager (a `page` payload, or display_data when IPython is configured
-        with display_page) like `obj?`, instead of pydoc printing it into the cell. pydoc is imported
-        only when help is first used."""
-        original = builtins.help
-
-        class PagedHelp:
-            def __repr__(self):
-                return repr(original)
-
-            def __call__(self, *args, **kwargs):
-                import pydoc
-
-                pydoc.pager = lambda text, title="": page.page(pydoc.plain(text))
-                return original(*args, **kwargs)
-
-        builtins.help = PagedHelp()
 
     def _install_input(self) -> None:
         kernel = self.kernel

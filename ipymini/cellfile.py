@@ -55,7 +55,13 @@ _names: dict[str, str] = {}  # a cell's code -> its file name; cells are often r
 
 
 def cell_filename(code: str) -> str:
-    """The file name a cell with this source is compiled under (and dumped to)."""
+    """The file name a cell with this source is compiled under (and dumped to).
+
+    IPYKERNEL_CELL_NAME, when set (VS Code's Interactive Window, nbclient's tests), names every cell,
+    as in ipykernel: tracebacks then read `File <name>:LINE`."""
+    fixed = os.environ.get("IPYKERNEL_CELL_NAME")
+    if fixed is not None:
+        return fixed
     name = _names.get(code)
     if name is None:
         name = f"{tmp_prefix()}{murmur2(code.encode('utf-8', 'surrogatepass'))}{SUFFIX}"

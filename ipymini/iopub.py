@@ -91,6 +91,10 @@ class IOPubQueue:
                                         parent_frame=parent_frame)
         if msg.get("buffers"):
             frames.extend(msg["buffers"])
+        self.publish_frames(frames, wake)
+
+    def publish_frames(self, frames: list, wake: bool = True) -> None:
+        """Queue a message already serialized and signed (topic frame first)."""
         size = sum(len(f) for f in frames)
         with self._lock:
             self._wait_for_room(size)
@@ -174,6 +178,7 @@ class IOPubQueue:
         self._bytes = 0
         self.kick = self.wake = lambda: None
         self.publish_msg = _publish_in_child
+        self.publish_frames = lambda *args, **kwargs: None
         self.write_stream = lambda *args, **kwargs: None
 
     # -- consumer (the thread holding the IO lock) --

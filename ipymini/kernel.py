@@ -20,10 +20,11 @@ import signal
 import sys
 import traceback
 
-from . import comms, lifecycle, routing, streams
+from . import cell_asyncio, comms, interruptible_pdb, lifecycle, routing, streams
 from .bridge import Bridge, kernel_info
 from .fdcapture import FDCapture, start_fd_capture
 from .interrupts import Interrupts
+from .ipykernel_api import IPyKernelAPI
 from .iopub import IOPubQueue
 from .messages import Request, problem_with
 from .routing import parent_request
@@ -31,7 +32,7 @@ from .streams import KernelStream
 from .stdin import StdinBroker
 from .subshells import ShellWorker, SubshellManager, subshell_history
 from .transport import Transport
-from .wire import Wire
+from .wire import Wire, now_iso
 
 log = logging.getLogger("ipymini")
 
@@ -52,7 +53,7 @@ def debugger_available() -> bool:
     return _debugpy_found[0]
 
 
-class Kernel:
+class Kernel(IPyKernelAPI):
     """Serves the Jupyter messaging protocol for one IPython shell."""
 
     def __init__(self, conn: dict, app):
@@ -60,9 +61,9 @@ class Kernel:
         self.app = app
         key = conn.get("key", "")
         # refuses a replayed signature for the kernel's whole lifetime (~150 bytes per message received)
-        self.session = Wire(key, conn.get("signature_scheme", "hmac-sha256"))
-        self.transport = Transport(conn, self.session)
-        self.iopub = IOPubQueue(self.session)
+        self.wire = Wire(key, conn.get("signature_scheme", "hmac-sha256"))
+        self.transport = Transport(conn, self.wire)
+        self.iopub = IOPubQueue(self.wire)
         self.bridge: Bridge | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -75,6 +76,7 @@ class Kernel:
         self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self)
         self.debugger = None  # created by the first debug_request (debugger.py)
+        self._init_ipykernel_api()  # session, iopub_socket, get_parent (ipykernel_api.py)
         self.shell_handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -95,6 +97,7 @@ class Kernel:
             "shutdown_request": self.shutdown_request,
             "interrupt_request": self.interrupt_request,
             "debug_request": self.debug_request,
+            "usage_request": self.usage_request,
             "comm_info_request": self.comm_info_request,
             "create_subshell_request": self.create_subshell_request,
             "list_subshell_request": self.list_subshell_request,
@@ -107,7 +110,9 @@ class Kernel:
         """Serve until a shutdown request; returns the process exit code."""
         routing.install_context_propagation()
         lifecycle.become_group_leader()
-        self.loop = asyncio.new_event_loop()
+        cell_asyncio.install()
+        interruptible_pdb.install()
+        self.loop = cell_asyncio.KernelEventLoop()
         asyncio.set_event_loop(self.loop)
         self.main.attach(self.loop)
         self.transport.start(self.iopub, self._on_io_message, self._on_control_message,
@@ -221,11 +226,25 @@ class Kernel:
     def _on_control_message(self, channel: str, idents: list, msg: dict, header_frame: bytes) -> None:
         """Control thread: handle the request right here."""
         req = Request("control", idents, msg, header_frame=header_frame)
+        self._control_request = req
+        msg_type = msg["header"].get("msg_type")
+        if msg_type not in self.control_handlers and msg_type in self.shell_handlers:
+            # "control is identical to shell, on a separate socket": a shell request sent here joins
+            # the parent shell's line (never the control thread, which must stay free for
+            # interrupts), and is answered here
+            self.main.loop.call_soon_threadsafe(self._control_to_shell, req)
+            return
         token = routing.current_request.set(req)
         try:
             self._dispatch_sync(req, self.control_handlers)
         finally:
             routing.current_request.reset(token)
+
+    def _control_to_shell(self, req: Request) -> None:
+        """On the main loop: queue a shell request that came on control (numbered under the IO
+        lock, as every shell request is)."""
+        with self.transport.io_thread.lock:
+            self.main.submit(req)
 
     async def handle_shell(self, req: Request, worker: ShellWorker) -> None:
         """Handle one shell request on its worker: busy, the handler's outputs and reply, idle."""
@@ -238,7 +257,8 @@ class Kernel:
             if handler is None:
                 self._refuse(req, problem)
             elif req.msg_type == "execute_request" and req.seq <= worker.abort_through:
-                self.send_reply(req, {"status": "aborted"}, metadata={"status": "aborted"})
+                self.send_reply(req, {"status": "aborted"},
+                                metadata=self._execute_metadata(now_iso(), "aborted"))
             else:
                 try:
                     result = handler(req)
@@ -259,8 +279,7 @@ class Kernel:
             return
         self._publish_status("busy", req)
         if req.msg_type.endswith("_request"):
-            self.send_reply(req, {"status": "error", "ename": "UnknownSubshell",
-                                  "evalue": f"unknown subshell_id {req.subshell_id!r}", "traceback": []})
+            self.send_reply(req, _unknown_subshell(req.subshell_id))
         else:
             log.warning("dropped a %s for unknown subshell_id %r", req.msg_type, req.subshell_id)
         self._publish_status("idle", req)
@@ -300,23 +319,19 @@ class Kernel:
     # ------------------------------------------------------------------ outgoing messages
 
     def publish(self, msg_type: str, content: dict, metadata=None, buffers=None, request=None) -> dict:
-        """Publish on iopub for `request` (default: the request the calling code belongs to)."""
-        streams.flush_all()
+        """Publish on iopub for `request` (default: the request the calling code belongs to), after
+        every byte of output written before it (by print, C code or a subprocess)."""
+        streams.flush_before_message()
         return self.iopub.publish(msg_type, content, request or parent_request(), metadata, buffers)
 
     def publish_msg(self, msg: dict) -> None:
         """Publish a message built elsewhere (display hooks may rewrite messages)."""
-        streams.flush_all()
+        streams.flush_before_message()
         self.iopub.publish_msg(msg)
 
     def parent_header(self) -> dict:
         req = parent_request()
         return req.header if req is not None else {}
-
-    def get_parent(self, channel: str = "shell") -> dict:
-        """The message the running code belongs to (ipywidgets' Output widget asks for it)."""
-        req = parent_request()
-        return req.msg if req is not None else {}
 
     def _publish_status(self, state: str, req: Request) -> None:
         # `busy` is not sent on its own: execute_input, the reply or idle follows at once and sends
@@ -326,9 +341,12 @@ class Kernel:
     def send_reply(self, req: Request, content: dict, metadata=None) -> None:
         """Send the reply to `req` on its channel, after every iopub message it produced so far."""
         msg_type = req.msg_type.rsplit("_", 1)[0] + "_reply"
-        msg = self.session.msg(msg_type, content, parent=req.header, metadata=metadata)
-        frames = self.session.serialize(msg, ident=req.idents, parent_frame=req.header_frame)
+        msg = self.wire.msg(msg_type, content, parent=req.header, metadata=metadata)
+        frames = self.wire.serialize(msg, ident=req.idents, parent_frame=req.header_frame)
         if req.channel == "control":
+            if req.worker is not None:  # a shell request that came on control: its outputs first
+                streams.flush_all()
+                self.iopub.flush()
             self.transport.send("control", frames)
         else:
             # Not sent yet: `idle` follows every shell reply and sends outputs, reply and idle in
@@ -353,6 +371,7 @@ class Kernel:
         if not silent:
             self.publish("execute_input", {"code": code, "execution_count": count})
         worker.cancelled_by_interrupt = False
+        started = now_iso()
         cell_id = (req.msg.get("metadata") or {}).get("cellId")
         # a subshell keeps its own count and history; IPython's belong to the parent shell
         status = await bridge.execute(code, silent, store_history and not subshell, worker,
@@ -362,6 +381,9 @@ class Kernel:
             worker.execution_count += 1
         reply = {**status, "execution_count": (worker.execution_count if subshell
                                                else bridge.execution_count) - 1}
+        if status["status"] == "error":  # ipyparallel's field, which ipykernel still sends
+            reply["engine_info"] = {"engine_uuid": self.wire.session_id, "engine_id": -1,
+                                    "method": "execute"}
         expressions = c.get("user_expressions") or {}
         reply["user_expressions"] = (bridge.user_expressions(expressions)
                                      if status["status"] == "ok" and isinstance(expressions, dict) else {})
@@ -370,9 +392,15 @@ class Kernel:
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
             self.transport.io_thread.sync()  # take in what the client already sent, then abort it
             worker.abort_through = worker.seq
-        self.send_reply(req, reply, metadata={"status": status["status"]})
+        self.send_reply(req, reply, metadata=self._execute_metadata(started, status["status"]))
         if bridge.shell.exit_now:
             bridge.shell.exit_now = False  # `exit` asks the frontend (ask_exit payload) to close us
+
+    def _execute_metadata(self, started: str, status: str) -> dict:
+        """execute_reply metadata as ipykernel sends it: JupyterLab's cell timing reads `started`;
+        `dependencies_met` and `engine` are ipyparallel's fields."""
+        return {"started": started, "dependencies_met": True, "engine": self.wire.session_id,
+                "status": status}
 
     def _finish_output(self, req: Request) -> None:
         """Collect the cell's OS-level output and tell the user what an output budget held back."""
@@ -459,5 +487,10 @@ class Kernel:
         if isinstance(subshell_id, str) and self.subshells.delete(subshell_id):
             self.send_reply(req, {"status": "ok"})
         else:
-            self.send_reply(req, {"status": "error", "ename": "UnknownSubshell",
-                                  "evalue": f"unknown subshell_id {subshell_id!r}", "traceback": []})
+            self.send_reply(req, _unknown_subshell(subshell_id))
+
+
+def _unknown_subshell(subshell_id) -> dict:
+    """The error reply for a subshell that does not exist (ipykernel 7.4's wording)."""
+    return {"status": "error", "ename": "UnknownSubshellError",
+            "evalue": f"Unknown subshell_id {subshell_id!r}", "traceback": []}

@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import PROTOCOL_VERSION
+
 KERNEL_NAME = "ipymini"
 
 
@@ -19,6 +21,7 @@ def kernel_json() -> dict:
         "language": "python",
         "interrupt_mode": "signal",
         "metadata": {"debugger": True, "supported_encryption": ["curve"]},
+        "kernel_protocol_version": PROTOCOL_VERSION,
     }
 
 

@@ -28,6 +28,52 @@ def parent_request():
     return current_request.get() or _latest[0]
 
 
+def latest():
+    """The most recent shell request (or one given to `set_parent`)."""
+    return _latest[0]
+
+
+# -- ipykernel's parent API on the shell: user code choosing where output goes --
+
+def request_for(parent):
+    """The request a parent given by user code stands for: a message or a header. The running
+    request itself when it is that one (its output then stays in the same chunks and budget)."""
+    from .messages import Request
+
+    header = parent.get("header", parent) if isinstance(parent, dict) else None
+    if not isinstance(header, dict) or not isinstance(header.get("msg_id"), str):
+        raise ValueError("a parent is a message or a message header with a msg_id")
+    for known in (current_request.get(), _latest[0]):
+        if known is not None and known.header.get("msg_id") == header["msg_id"]:
+            return known
+    msg = parent if "header" in parent else {"header": header, "parent_header": {},
+                                             "metadata": {}, "content": {}}
+    return Request("shell", [], msg)
+
+
+def set_parent(parent) -> None:
+    """Output of the calling thread (and of threads with no request of their own) goes to `parent`."""
+    request = request_for(parent)
+    current_request.set(request)
+    _latest[0] = request
+
+
+def set_thread_parent(parent):
+    """Output of the calling thread only goes to `parent`; returns a token for reset_thread_parent."""
+    return current_request.set(request_for(parent))
+
+
+def reset_thread_parent(token) -> None:
+    """Undo the set_thread_parent call that returned `token`."""
+    current_request.reset(token)
+
+
+def get_parent() -> dict:
+    """The message the calling code's output goes to ({} before the first request)."""
+    request = parent_request()
+    return request.msg if request is not None else {}
+
+
 _installed = False
 
 

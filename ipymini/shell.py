@@ -22,6 +22,7 @@ from IPython.core.payload import PayloadManager
 from traitlets import Any, Type
 
 from .cellfile import cell_filename
+from . import routing
 from .routing import parent_request
 from .subshells import KERNEL_DIR
 
@@ -166,8 +167,13 @@ class CellCompiler(CachingCompiler):
         return cell_filename(raw_code)
 
 
-class KernelShell(InteractiveShell):
-    """The InteractiveShell a kernel runs: errors, payloads and exits become messages."""
+class ZMQInteractiveShell(InteractiveShell):
+    """The InteractiveShell a kernel runs: errors, payloads and exits become messages.
+
+    Named as ipykernel's shell is, because libraries decide "am I in a notebook?" by
+    `type(get_ipython()).__name__ == "ZMQInteractiveShell"` (rich, plotly and many others), and user
+    configuration addresses it as `c.ZMQInteractiveShell`. It is ipymini's own class all the same.
+    """
 
     displayhook_class = Type(KernelDisplayHook)
     display_pub_class = Type(KernelDisplayPublisher)
@@ -177,12 +183,42 @@ class KernelShell(InteractiveShell):
 
     _thread_state = threading.local()
 
+    # ipykernel's API for choosing where output goes (ipywidgets' Output widget uses it): see routing
+    def get_parent(self) -> dict:
+        """The request message the calling code's output goes to."""
+        return routing.get_parent()
+
+    def set_parent(self, parent) -> None:
+        """Send the calling thread's output (and that of threads with no request) to `parent`."""
+        routing.set_parent(parent)
+
+    def set_thread_parent(self, parent):
+        """Send the calling thread's output to `parent`; returns a token for reset_thread_parent."""
+        return routing.set_thread_parent(parent)
+
+    def reset_thread_parent(self, token) -> None:
+        routing.reset_thread_parent(token)
+
+    @property
+    def parent_header(self) -> dict:
+        return self.get_parent()
+
     def _exiter_default(self):
         return KernelExitAutocall(self)
 
     def init_payload(self):
         self.payload_manager = KernelPayloadManager(parent=self)
         self.configurables.append(self.payload_manager)
+
+    @property
+    def failed_without_raising(self) -> bool:
+        """Whether the cell running on this thread failed though its code raised nothing: formatting
+        its result raised (ipykernel fails such a cell too), or a transaction it ran failed."""
+        return getattr(self._thread_state, "failed_without_raising", False)
+
+    @failed_without_raising.setter
+    def failed_without_raising(self, value: bool):
+        self._thread_state.failed_without_raising = value
 
     @property
     def last_error(self):
@@ -256,6 +292,8 @@ class KernelShell(InteractiveShell):
         return super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype, evalue, stb):
+        if getattr(KernelDisplayHook._local, "result", None) is not None:
+            self.failed_without_raising = True  # a formatter raised while the cell's result was built
         self.last_error = {"ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
                            "traceback": stb}
         self.kernel.publish("error", dict(self.last_error))

@@ -35,7 +35,7 @@ class StdinBroker:
         if req is None or req.channel != "shell" or not req.content.get("allow_stdin", False):
             raise StdinNotImplementedError(
                 "raw_input was called, but this frontend does not support input requests.")
-        msg = kernel.session.msg("input_request", {"prompt": prompt, "password": password},
+        msg = kernel.wire.msg("input_request", {"prompt": prompt, "password": password},
                                  parent=req.header)
         waiter: queue.SimpleQueue = queue.SimpleQueue()
         msg_id = msg["header"]["msg_id"]
@@ -47,14 +47,17 @@ class StdinBroker:
             streams.flush_all()
             kernel.iopub.flush()
             kernel.transport.io_thread.send_after_iopub("stdin",
-                                                        kernel.session.serialize(msg, ident=req.idents))
-            value = waiter.get()
+                                                        kernel.wire.serialize(msg, ident=req.idents))
+            try:
+                value = waiter.get()
+            except KeyboardInterrupt:  # raised into this wait by the SIGINT handler
+                value = INPUT_INTERRUPTED
         finally:
             self._waiters.pop(msg_id, None)
             if worker is not None:
                 worker.input_waiter = None
         if value is INPUT_INTERRUPTED:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("Interrupted by user")  # ipykernel's words
         if value is None:
             raise EOFError("the kernel is shutting down")
         if value == "\x04":

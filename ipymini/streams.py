@@ -230,6 +230,14 @@ def flush_all(blocking: bool = True) -> bool:
     return True
 
 
+def flush_before_message() -> None:
+    """Before a display, a result or an error: what C code or a subprocess wrote to fds 1/2 so far,
+    then all buffered text, go to the IOPub queue first (`os.write(1, b'x\\n'); 5` shows x, then 5)."""
+    if fd_capture is not None:
+        fd_capture.drain(blocking=True)
+    flush_all()
+
+
 _seen_at_last_tick: dict = {}  # buffer key -> (parts list, its length) when the timer last looked
 
 

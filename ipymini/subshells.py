@@ -23,6 +23,8 @@ import time
 import uuid
 from collections import deque
 
+from .cell_asyncio import KernelEventLoop
+
 log = logging.getLogger("ipymini")
 
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -179,7 +181,7 @@ class ShellWorker:
         self._ready.wait(10)
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = KernelEventLoop()
         asyncio.set_event_loop(loop)
         self.attach(loop)
         serving = loop.create_task(self.serve())

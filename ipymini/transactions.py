@@ -173,7 +173,10 @@ class Transactions:
         try:
             result = self.shell.run_cell(cell)
         finally:
-            self.end(failed=result is None or not result.success)
+            failed = result is None or not result.success
+            self.end(failed=failed)
+            if failed:  # the error was shown by the inner run; the cell that ran it failed too
+                self.shell.failed_without_raising = True
 
 
 def install(shell) -> Transactions:

@@ -25,11 +25,17 @@ from binascii import b2a_base64
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
 
+from . import PROTOCOL_VERSION
+
 log = logging.getLogger("ipymini")
 
 DELIM = b"<IDS|MSG>"
-PROTOCOL_VERSION = "5.4"
 MIN_FRAMES = 5  # signature, header, parent_header, metadata, content
+
+
+def now_iso() -> str:
+    """The current UTC time as the protocol writes dates (ISO 8601, ending in Z)."""
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _json_default(obj):
@@ -120,8 +126,7 @@ class Wire:
         """A new message header."""
         return {"msg_id": self._id_prefix + str(next(self._counter)), "msg_type": msg_type,
                 "username": self.username, "session": self.session_id,
-                "date": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                "version": PROTOCOL_VERSION}
+                "date": now_iso(), "version": PROTOCOL_VERSION}
 
     def msg(self, msg_type: str, content: dict | None = None, parent: dict | None = None,
             header: dict | None = None, metadata: dict | None = None) -> dict:

@@ -40,8 +40,9 @@ use_repo_kernelspec()
 class KernelHarness:
     """A running ipymini kernel and a client connected to it."""
 
-    def __init__(self, extra_args: list[str] | None = None, env: dict | None = None, **km_kwargs):
-        self.km = KernelManager(kernel_name=KERNEL_NAME, **km_kwargs)
+    def __init__(self, extra_args: list[str] | None = None, env: dict | None = None,
+                 kernel_name: str = KERNEL_NAME, **km_kwargs):
+        self.km = KernelManager(kernel_name=kernel_name, **km_kwargs)
         kw = {}
         if extra_args:
             kw["extra_arguments"] = extra_args
@@ -122,6 +123,14 @@ class KernelHarness:
         reply, msgs = self.execute(code, timeout, **kwargs)
         assert reply["content"]["status"] == "ok", reply["content"]
         return msgs
+
+
+def value(kernel: KernelHarness, expr: str) -> str:
+    """The repr (text/plain) of `expr` evaluated in the kernel, via user_expressions."""
+    reply, _ = kernel.execute("", user_expressions={"v": expr})
+    result = reply["content"]["user_expressions"]["v"]
+    assert result["status"] == "ok", result
+    return result["data"]["text/plain"]
 
 
 def stream_text(msgs: list, name: str = "stdout") -> str:

@@ -4,7 +4,7 @@ import os
 import textwrap
 
 import pytest
-from kernel_harness import REPO, KernelHarness, of_type, stream_text
+from kernel_harness import REPO, KernelHarness, of_type, stream_text, value
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +34,6 @@ def configured(tmp_path_factory):
                                            "--HistoryManager.hist_file=:memory:"])
     yield k
     k.stop()
-
-
-def value(kernel, expr):
-    reply, _ = kernel.execute("", user_expressions={"v": expr})
-    result = reply["content"]["user_expressions"]["v"]
-    assert result["status"] == "ok", result
-    return result["data"]["text/plain"]
 
 
 def test_profile_config_files(configured):

@@ -2,7 +2,7 @@
 
 import base64
 
-from kernel_harness import KernelHarness, of_type
+from kernel_harness import KernelHarness, of_type, value
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -10,11 +10,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def pngs(msgs):
     return [base64.b64decode(m["content"]["data"]["image/png"]) for m in of_type(msgs, "display_data")
             if "image/png" in m["content"]["data"]]
-
-
-def value(kernel, expr):
-    reply, _ = kernel.execute("", user_expressions={"v": expr})
-    return reply["content"]["user_expressions"]["v"]["data"]["text/plain"]
 
 
 def test_nothing_imported_at_startup(kernel):

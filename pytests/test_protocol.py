@@ -15,7 +15,7 @@ def test_kernel_info_content(kernel):
     reply, msgs = kernel.request("kernel_info_request", {})
     c = reply["content"]
     assert c["status"] == "ok"
-    assert c["protocol_version"] == "5.4"
+    assert c["protocol_version"] == "5.5"
     assert c["implementation"] == "ipymini"
     assert c["implementation_version"]
     li = c["language_info"]

@@ -30,7 +30,7 @@ def test_our_messages_verify_and_decode_in_jupyter_client():
     assert got["content"] == {"status": "ok", "text": "héllo ✓", "n": 3}
     assert got["metadata"] == {"status": "ok"}
     assert got["header"]["msg_type"] == "execute_reply"
-    assert got["header"]["version"] == "5.4"
+    assert got["header"]["version"] == "5.5"
     assert got["parent_header"]["msg_id"] == parent["header"]["msg_id"]
     assert isinstance(got["header"]["date"], datetime) and got["header"]["date"].tzinfo is not None
 

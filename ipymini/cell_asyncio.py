@@ -1,0 +1,109 @@
+"""asyncio.run() and loop.run_until_complete() inside a cell that does not use top-level await.
+
+A cell runs inside the kernel's event loop, so asyncio refuses to start a loop there ("cannot be called
+from a running event loop"); ipykernel's users install nest_asyncio for it. A cell without top-level
+await runs synchronously (`sync_cell`): the kernel loop is not turning meanwhile, so
+- `asyncio.run(...)`, and any other loop's `run_until_complete`, run with the kernel loop set aside as
+  this thread's running loop until they return;
+- `run_until_complete` on the kernel loop itself (what `asyncio.get_event_loop()` returns in a cell)
+  turns the kernel loop from inside the cell until the future is done, so tasks and objects bound to it
+  (an `asyncio.gather`, a client session made in an earlier cell) keep working.
+The kernel loop stays the running loop for everything else, so `asyncio.create_task` and
+`ensure_future` in a cell schedule work on it, as in ipykernel. A cell with top-level await runs as a
+task of the kernel loop, which is turning: asyncio's rule holds there unchanged.
+Output of the coroutines goes to the cell (tasks copy the cell's context); an interrupt stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from asyncio import events, tasks
+from contextlib import contextmanager
+
+_state = threading.local()  # .sync_cell: a cell without top-level await runs on this thread
+
+
+class KernelEventLoop(asyncio.SelectorEventLoop):
+    """The event loop of a shell (the parent's and each subshell's)."""
+
+    def run_until_complete(self, future):
+        if not (getattr(_state, "sync_cell", False) and events._get_running_loop() is self):
+            return super().run_until_complete(future)
+        future = asyncio.ensure_future(future, loop=self)
+        cell_task = tasks.current_task(self)  # the shell's task, paused inside the running cell
+        if cell_task is not None:
+            tasks._leave_task(self, cell_task)
+        try:
+            while not future.done():
+                self._run_once()
+        except BaseException:  # an interrupt: the coroutine stops with the cell
+            future.cancel()
+            raise
+        finally:
+            if cell_task is not None:
+                tasks._enter_task(self, cell_task)
+        return future.result()
+
+
+@contextmanager
+def sync_cell():
+    """Mark the calling thread as running a cell synchronously (see the module docstring)."""
+    _state.sync_cell = True
+    try:
+        yield
+    finally:
+        _state.sync_cell = False
+
+
+@contextmanager
+def _kernel_loop_set_aside():
+    """While a cell runs synchronously, let another loop run on this thread; yields whether the
+    kernel loop was set aside."""
+    loop = events._get_running_loop()
+    if not (getattr(_state, "sync_cell", False) and isinstance(loop, KernelEventLoop)):
+        yield False
+        return
+    events._set_running_loop(None)
+    try:
+        yield True
+    finally:
+        events._set_running_loop(loop)
+        events.set_event_loop(loop)  # asyncio.run leaves the thread with no event loop set
+
+
+_installed = False
+
+
+def install() -> None:
+    """Wrap asyncio.run, Runner.run and other loops' run methods so they work inside a synchronous
+    cell (outside one, each behaves exactly as before)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    run, runner_run = asyncio.run, asyncio.Runner.run
+
+    def asyncio_run(main, **kwargs):
+        with _kernel_loop_set_aside():
+            return run(main, **kwargs)
+
+    def runner_run_(self, coro, **kwargs):
+        with _kernel_loop_set_aside():
+            return runner_run(self, coro, **kwargs)
+
+    asyncio.run = asyncio.runners.run = asyncio_run
+    asyncio.Runner.run = runner_run_
+    for name in ("run_until_complete", "run_forever"):
+        _wrap_other_loops(name, getattr(asyncio.BaseEventLoop, name))
+
+
+def _wrap_other_loops(name: str, method) -> None:
+    def other_loop_method(self, *args):
+        if isinstance(self, KernelEventLoop):
+            return method(self, *args)
+        with _kernel_loop_set_aside():
+            return method(self, *args)
+
+    other_loop_method.__name__ = name
+    setattr(asyncio.BaseEventLoop, name, other_loop_method)

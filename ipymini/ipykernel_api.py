@@ -1,0 +1,191 @@
+"""ipykernel's public API, for the code in the wild that uses it.
+
+Owns what `get_ipython().kernel` offers beyond ipymini's own needs (`session`, `iopub_socket`,
+`shell`, `get_parent(channel)`, `_parent_ident`) and the content of `usage_request` replies.
+Everything user code sends goes through the kernel's ordered IOPub queue: user code, on whatever
+thread, never touches a ZMQ socket of the kernel's (sockets are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from . import routing, streams
+
+
+IPYKERNEL_SHELL_MODULE = "ipykernel.zmqshell"
+
+
+def present_as_ipykernel(shell_class) -> None:
+    """Let the checks libraries make for "am I in a Jupyter kernel?" see one.
+
+    tqdm.auto looks for `ipykernel.zmqshell` in sys.modules, plotly for a shell class whose module
+    starts with `ipykernel.`; rich and many others for the class name `ZMQInteractiveShell`, which the
+    shell has. So the class reports that module, and a module of that name holds it (without
+    importing ipykernel, which need not be installed): `from ipykernel.zmqshell import
+    ZMQInteractiveShell` then gives ipymini's shell, and isinstance checks against it hold. A module
+    already loaded under that name (the real one, imported before the kernel started) is left alone.
+    """
+    import sys
+    import types
+
+    shell_class.__module__ = IPYKERNEL_SHELL_MODULE
+    if IPYKERNEL_SHELL_MODULE in sys.modules:
+        return
+    module = types.ModuleType(IPYKERNEL_SHELL_MODULE, "ipymini's stand-in: only ZMQInteractiveShell")
+    module.ZMQInteractiveShell = shell_class
+
+    def __getattr__(name):
+        raise AttributeError(f"{IPYKERNEL_SHELL_MODULE} in ipymini has only ZMQInteractiveShell, "
+                             f"not {name!r}")
+
+    module.__getattr__ = __getattr__
+    sys.modules[IPYKERNEL_SHELL_MODULE] = module
+
+
+class IOPubSocket:
+    """Stands in for ipykernel's `kernel.iopub_socket`: what is sent on it (usually by
+    `kernel.session.send(kernel.iopub_socket, ...)`) joins the IOPub queue behind the output before it."""
+
+    closed = False
+
+    def __init__(self, iopub):
+        self._iopub = iopub
+
+    def send_multipart(self, frames, copy: bool = True, track: bool = False, **kwargs) -> None:
+        """Queue signed frames (a topic or the delimiter first, as Session.serialize makes them)."""
+        streams.flush_before_message()
+        self._iopub.publish_frames([bytes(f) if not isinstance(f, bytes) else f for f in frames])
+
+
+class KernelSession:
+    """Stands in for ipykernel's `kernel.session` (a jupyter_client Session): builds and signs
+    messages with the kernel's key, and `send` puts them on a socket or on the `iopub_socket`."""
+
+    def __init__(self, wire, iopub_socket: IOPubSocket):
+        self._wire = wire
+        self.iopub_socket = iopub_socket
+
+    @property
+    def session(self) -> str:
+        """This kernel's session id (headers' `session`)."""
+        return self._wire.session_id
+
+    @property
+    def username(self) -> str:
+        return self._wire.username
+
+    def msg_header(self, msg_type: str) -> dict:
+        """A new header for a message of `msg_type`."""
+        return self._wire.header(msg_type)
+
+    def msg(self, msg_type: str, content: dict | None = None, parent: dict | None = None,
+            header: dict | None = None, metadata: dict | None = None) -> dict:
+        """A message dict, as jupyter_client's Session.msg builds it (`parent`: a header or message)."""
+        return self._wire.msg(msg_type, content, parent=parent, header=header, metadata=metadata)
+
+    def serialize(self, msg: dict, ident=None) -> list:
+        """The signed frames of `msg`, routing identities first."""
+        return self._wire.serialize(msg, ident=ident)
+
+    def send(self, stream, msg_or_type, content: dict | None = None, parent: dict | None = None,
+             ident=None, buffers=None, track: bool = False, header: dict | None = None,
+             metadata: dict | None = None) -> dict:
+        """Build (unless given a message), sign and send on `stream`; returns the message, as
+        jupyter_client's Session.send does. `stream` None builds the message without sending."""
+        if isinstance(msg_or_type, dict):
+            msg = msg_or_type
+            buffers = buffers or msg.get("buffers") or []
+        else:
+            msg = self.msg(msg_or_type, content, parent=parent, header=header, metadata=metadata)
+        frames = self.serialize(msg, ident)
+        frames.extend(buffers or ())
+        if stream is not None:
+            stream.send_multipart(frames)
+        return msg
+
+
+class IPyKernelAPI:
+    """The attributes ipykernel's Kernel offers to user code, mixed into ipymini's Kernel.
+
+    Needs `self.wire`, `self.iopub` and `self.bridge` from the kernel; keeps the control channel's
+    current request (`_control_request`), which the control thread sets.
+    """
+
+    def _init_ipykernel_api(self) -> None:
+        self.iopub_socket = IOPubSocket(self.iopub)
+        self.session = KernelSession(self.wire, self.iopub_socket)
+        self._control_request = None
+        self._usage_processes: dict = {}
+
+    @property
+    def shell(self):
+        """The IPython shell (`get_ipython()`)."""
+        return self.bridge.shell if self.bridge is not None else None
+
+    def _request_on(self, channel: str | None):
+        if channel is None:
+            current = routing.current_request.get()
+            channel = current.channel if current is not None else "shell"
+        if channel == "control":
+            return self._control_request
+        req = routing.parent_request()
+        return req if req is not None and req.channel == "shell" else routing.latest()
+
+    def get_parent(self, channel: str | None = None) -> dict:
+        """The request the running code belongs to, as a message dict ({} before the first one).
+
+        channel "control" gives the control channel's latest request; None picks the calling code's
+        channel. ipywidgets' Output widget reads the `msg_id` of this to capture output."""
+        req = self._request_on(channel)
+        return req.msg if req is not None else {}
+
+    @property
+    def _parent_ident(self) -> dict:
+        """Routing identities of the current shell and control requests (private in ipykernel, used
+        by JupyterLab extensions)."""
+        return {channel: (req.idents if req is not None else b"")
+                for channel, req in (("shell", self._request_on("shell")),
+                                     ("control", self._control_request))}
+
+    def usage_request(self, req) -> None:
+        """jupyter-resource-usage's kernel panel: this kernel's CPU and memory (with its children's)
+        and the host's, as ipykernel reports them."""
+        self.send_reply(req, usage_content(self._usage_processes))
+
+
+def usage_content(processes: dict) -> dict:
+    """usage_reply content. `processes` keeps psutil's Process objects between requests: CPU percent
+    is measured since the previous call on the same object."""
+    content = {"hostname": socket.gethostname(), "pid": os.getpid()}
+    try:
+        import psutil
+    except ImportError:
+        content["cpu_count"] = os.cpu_count()
+        return content
+    me = psutil.Process()
+    try:
+        family = [me, *me.children(recursive=True)]
+    except psutil.Error:
+        family = [me]
+    current = {p.pid: processes.get(p.pid, p) for p in family}
+    processes.clear()
+    processes.update(current)
+    content["kernel_cpu"] = sum(_metric(p, "cpu_percent") for p in current.values())
+    kind = "pss" if hasattr(_metric(me, "memory_full_info"), "pss") else "rss"
+    content["kernel_memory"] = sum(getattr(_metric(p, "memory_full_info"), kind, 0)
+                                   for p in current.values())
+    host_cpu = psutil.cpu_percent()
+    if host_cpu:  # the first call measures nothing and says 0.0 (ipykernel leaves it out then)
+        content["host_cpu_percent"] = host_cpu
+    content["cpu_count"] = psutil.cpu_count(logical=True)
+    content["host_virtual_memory"] = dict(psutil.virtual_memory()._asdict())
+    return content
+
+
+def _metric(process, name: str):
+    try:
+        return getattr(process, name)()
+    except Exception:  # the process ended meanwhile
+        return 0
