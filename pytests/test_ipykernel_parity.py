@@ -125,6 +125,19 @@ def test_output_widget_msg_id_in_a_cell_and_in_a_callback(kernel):
     assert value(kernel, "seen") == repr([msg["header"]["msg_id"]])
 
 
+def test_usage_content_without_psutil(monkeypatch):
+    # jupyter-resource-usage's panel still gets hostname, pid and cpu_count (as from ipykernel)
+    import os
+    import sys
+
+    from ipymini.ipykernel_api import usage_content
+
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    content = usage_content({})
+    assert content["pid"] == os.getpid() and content["cpu_count"] == os.cpu_count()
+    assert "kernel_memory" not in content and content["hostname"]
+
+
 # -- message-level parity --
 
 def test_execute_reply_metadata_and_engine_info(kernel):

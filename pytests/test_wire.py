@@ -132,3 +132,4 @@ def test_a_cyclic_message_part_is_a_clear_error():
     content["a"].append(content)
     with pytest.raises(ValueError, match="refers to itself"):
         wire.serialize(wire.msg("display_data", content))
+
