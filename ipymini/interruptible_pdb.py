@@ -8,8 +8,7 @@ swaps in IPython's InterruptiblePdb at startup; ipymini does the same when pdb i
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
+from .import_hooks import after_import
 
 
 def make_interruptible(pdb_module) -> None:
@@ -22,29 +21,6 @@ def make_interruptible(pdb_module) -> None:
         pdb_module.set_trace = debugger.set_trace
 
 
-class _WhenPdbImported:
-    """A meta path finder that lets the normal finders load pdb, then patches it, once."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "pdb":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        load = spec.loader.exec_module
-
-        def exec_module(module):
-            load(module)
-            make_interruptible(module)
-
-        spec.loader.exec_module = exec_module  # this spec's own loader instance only
-        return spec
-
-
 def install() -> None:
     """Patch pdb now if it is loaded, else when it is first imported."""
-    if "pdb" in sys.modules:
-        make_interruptible(sys.modules["pdb"])
-    elif not any(isinstance(f, _WhenPdbImported) for f in sys.meta_path):
-        sys.meta_path.insert(0, _WhenPdbImported())
+    after_import("pdb", make_interruptible)

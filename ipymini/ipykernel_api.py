@@ -12,6 +12,7 @@ import os
 import socket
 
 from . import routing, streams
+from .import_hooks import after_import
 
 
 IPYKERNEL_SHELL_MODULE = "ipykernel.zmqshell"
@@ -42,6 +43,8 @@ def present_as_ipykernel(shell_class) -> None:
 
     module.__getattr__ = __getattr__
     sys.modules[IPYKERNEL_SHELL_MODULE] = module
+    # if user code imports the real ipykernel package, `ipykernel.zmqshell` is the stand-in there too
+    after_import("ipykernel", lambda package: setattr(package, "zmqshell", module))
 
 
 class IOPubSocket:

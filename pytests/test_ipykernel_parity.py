@@ -21,6 +21,12 @@ def test_shell_and_config_look_like_a_jupyter_kernel(kernel):
     assert reply["content"]["implementation"] == "ipymini"
 
 
+def test_isinstance_against_ipykernels_shell_class(kernel):
+    # with ipykernel installed too (it is, in the test environment): its package is imported for real
+    kernel.run_ok("import ipykernel.zmqshell")
+    assert value(kernel, "isinstance(get_ipython(), ipykernel.zmqshell.ZMQInteractiveShell)") == "True"
+
+
 def test_tqdm_auto_picks_the_notebook_bar(kernel):
     kernel.run_ok("import tqdm.auto, tqdm.notebook")
     assert value(kernel, "issubclass(tqdm.auto.tqdm, tqdm.notebook.tqdm)") == "True"
