@@ -6,7 +6,10 @@ kernel_info, minimal complete/inspect/is_complete/history/comm_info/connect repl
 no code. One thread, one poller over the sockets of the connection file; iopub is an XPUB that greets each
 new subscriber with `iopub_welcome` (JEP 65). Whatever a real kernel costs above this is its own overhead.
 
-Usage (via a kernelspec; bench/run.py writes one): python floor_kernel.py -f CONNECTION_FILE
+With --lean it signs and verifies with ipymini's own wire.py instead of jupyter_client's Session: the
+same messages at ipymini's cost per message, the real limit for a kernel behind the benchmark's client.
+
+Usage (via a kernelspec; bench/run.py writes one): python floor_kernel.py [--lean] -f CONNECTION_FILE
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 import zmq
 from jupyter_client.session import Session
 
-PROTOCOL_VERSION = "5.4"
+PROTOCOL_VERSION = "5.5"
 
 
 def bind(ctx: zmq.Context, kind: int, conn: dict, channel: str) -> zmq.Socket:
@@ -32,15 +35,35 @@ def bind(ctx: zmq.Context, kind: int, conn: dict, channel: str) -> zmq.Socket:
     return sock
 
 
+class LeanSession:
+    """The few Session methods the floor uses, done by ipymini's wire.py."""
+
+    def __init__(self, key: bytes, signature_scheme: str):
+        from ipymini.wire import Wire
+
+        self.wire = Wire(key, signature_scheme)
+
+    def send(self, sock, msg_type: str, content: dict, parent=None, ident=None) -> None:
+        sock.send_multipart(self.wire.serialize(self.wire.msg(msg_type, content, parent=parent),
+                                                ident=ident))
+
+    def feed_identities(self, frames: list, copy: bool = False) -> tuple[list, list]:
+        return self.wire.split_identities([f.bytes if hasattr(f, "bytes") else f for f in frames])
+
+    def deserialize(self, frames: list, content: bool = True, copy: bool = False) -> dict:
+        return self.wire.deserialize(frames)
+
+
 class FloorKernel:
     """Answers every request with the right replies and iopub messages, and does nothing else."""
 
-    def __init__(self, conn: dict):
+    def __init__(self, conn: dict, lean: bool = False):
         key = conn.get("key", "")
+        key = key.encode() if isinstance(key, str) else key
+        scheme = conn.get("signature_scheme", "hmac-sha256")
         self.conn = conn
-        self.session = Session(key=key.encode() if isinstance(key, str) else key,
-                               signature_scheme=conn.get("signature_scheme", "hmac-sha256"),
-                               username="kernel", check_pid=False)
+        self.session = (LeanSession(key, scheme) if lean else
+                        Session(key=key, signature_scheme=scheme, username="kernel", check_pid=False))
         ctx = zmq.Context.instance()
         self.shell = bind(ctx, zmq.ROUTER, conn, "shell")
         self.control = bind(ctx, zmq.ROUTER, conn, "control")
@@ -142,13 +165,15 @@ class FloorKernel:
 
 
 def main(argv: list[str]) -> int:
+    lean = argv[:1] == ["--lean"]
+    argv = argv[1:] if lean else argv
     if len(argv) != 2 or argv[0] != "-f":
-        print("usage: floor_kernel.py -f CONNECTION_FILE", file=sys.stderr)
+        print("usage: floor_kernel.py [--lean] -f CONNECTION_FILE", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # nothing ever runs, so there is nothing to interrupt
     with open(argv[1]) as f:
         conn = json.load(f)
-    FloorKernel(conn).serve()
+    FloorKernel(conn, lean=lean).serve()
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import re
 import shutil
 import signal
@@ -24,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from jupyter_client.manager import KernelManager
-
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("ipymini_bench_run", HERE / "run.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+sys.path.insert(0, str(HERE))
+
+from client import execute_content  # noqa: E402
+from kernels import builtin_kernels  # noqa: E402
+from run import Run, stop  # noqa: E402
 
 
 def drive(c, workload: str, seconds: float) -> int:
@@ -39,12 +38,12 @@ def drive(c, workload: str, seconds: float) -> int:
     if workload == "rtt":
         while time.monotonic() < deadline:
             for _ in range(100):
-                c.request("execute_request", bench.execute_content("pass"))
+                c.request("execute_request", execute_content("pass"))
             n += 100
     else:
         code = 'for _i in range(100_000): print(f"{_i:099d}")'
         while time.monotonic() < deadline:
-            c.request("execute_request", bench.execute_content(code), timeout=300,
+            c.request("execute_request", execute_content(code), timeout=300,
                       on_iopub=lambda *a: None)
             n += 100_000
     return n
@@ -98,7 +97,7 @@ def report(raw: Path, rate: int, count: int, workload: str, top: int) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kernel", default="ipymini", choices=bench.KERNELS)
+    p.add_argument("--kernel", default="ipymini", choices=sorted(builtin_kernels()))
     p.add_argument("--workload", default="rtt", choices=("rtt", "lines"))
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
@@ -114,12 +113,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.TemporaryDirectory(prefix="ipymini-bench-")
     root = Path(tmp.name)
-    ksm = bench.write_kernelspecs(root, tuple(args.ipython_arg))
-    km = KernelManager(kernel_name=f"bench-{args.kernel}", kernel_spec_manager=ksm)
-    km.start_kernel(env=bench.kernel_env(str(root / "ipython")))
-    c = bench.Client(km)
+    kernel = builtin_kernels()[args.kernel]
+    km, c, _ = Run(root, [kernel], tuple(args.ipython_arg)).start(kernel)
     try:
-        c.start()
         drive(c, args.workload, 1.0)  # warm up
         raw = out / f"{args.kernel}-{args.workload}.txt"
         spy = subprocess.Popen([pyspy, "record", "--pid", str(km.provisioner.pid), "--rate", str(args.rate),
@@ -139,8 +135,7 @@ def main(argv=None) -> int:
               f"wall per {unit} (with py-spy attached); raw stacks: {raw}")
         report(raw, args.rate, count, args.workload, args.top)
     finally:
-        c.close()
-        km.shutdown_kernel(now=False)
+        stop(km, c)
         tmp.cleanup()
     return 0
 
