@@ -71,6 +71,8 @@ class Bridge:
         app.init_extensions()
         app.init_code()
         self._defer_history_writes()
+        threading.Thread(target=warm_tracebacks, args=(self.shell,), name="ipymini-warm-tracebacks",
+                         daemon=True).start()
 
     def _defer_history_writes(self) -> None:
         """Write history in batches, at most HISTORY_DELAY seconds after a cell.
@@ -278,6 +280,31 @@ class Bridge:
             self.shell.atexit_operations()
         except Exception:
             pass
+
+
+def warm_tracebacks(shell) -> None:
+    """Format one traceback of a cell-like frame, off the critical path: a fresh kernel's first error or
+    interrupt would otherwise pay for importing stack_data and building pygments' lexer and formatter
+    (~25 ms). Its own formatter instance, so the shell's is never shared between threads."""
+    import linecache
+
+    from IPython.core import ultratb
+
+    from .cellfile import tmp_prefix
+
+    name = f"{tmp_prefix()}warm-up.py"
+    source = "def warm_up():\n    raise ValueError('warm-up')\nwarm_up()\n"
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    try:
+        formatter = ultratb.AutoFormattedTB(mode=shell.xmode, theme_name=shell.colors, tb_offset=1)
+        try:
+            exec(compile(source, name, "exec"), {})
+        except ValueError:
+            formatter.structured_traceback(*sys.exc_info())
+    except Exception:  # only a warm-up: the real traceback will do the work if this could not
+        pass
+    finally:
+        linecache.cache.pop(name, None)
 
 
 def _opt_int(content: dict, name: str) -> int | None:
