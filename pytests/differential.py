@@ -11,6 +11,7 @@ channels poll in the calling thread); every wait has a deadline.
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import re
@@ -62,11 +63,16 @@ class DiffKernel:
         env = {**os.environ, "IPYTHONDIR": self.ipythondir}
         env.pop("MPLBACKEND", None)  # each kernel chooses its own default, as it would for a user
         self.km.start_kernel(cwd=self.cwd, env=env)
+        self.kc = None
+        self.last_count = 0  # execution_count of the last execute_reply seen
+
+    def connect(self) -> None:
+        """Connect a client and wait until the kernel answers (separate from start: both kernels
+        start at once)."""
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self._drain()
-        self.last_count = 0  # execution_count of the last execute_reply seen
 
     def _drain(self, quiet: float = 0.3) -> None:
         while True:
@@ -75,13 +81,19 @@ class DiffKernel:
             except Empty:
                 return
 
-    def stop(self) -> None:
-        """Stop the channels and shut the kernel down."""
+    def request_stop(self) -> None:
+        """Stop the channels and ask the kernel to shut down (without waiting)."""
         try:
-            self.kc.stop_channels()
+            if self.kc is not None:
+                self.kc.stop_channels()
         finally:
             if self.km.is_alive():
-                self.km.shutdown_kernel(now=False)
+                self.km.request_shutdown()
+
+    def finish_stop(self) -> None:
+        """Wait for the kernel to exit (killing it after a grace period) and clean up."""
+        self.km.finish_shutdown()
+        self.km.cleanup_resources()
 
     def send(self, entry: Entry) -> dict:
         """Send the entry's request; returns the sent message."""
@@ -124,6 +136,8 @@ class DiffKernel:
         For requests other than execute, a kernel_info_request sent after the reply is a sentinel:
         its idle ends the wait even if the kernel publishes no idle for the request itself.
         """
+        if not self.km.is_alive():  # (one dead kernel must not cost a timeout per remaining entry)
+            return {"error": "the kernel is not running"}
         deadline = time.monotonic() + timeout
         msg_id = sent["header"]["msg_id"]
         try:
@@ -158,15 +172,15 @@ class DiffKernel:
                 late.append(msg)
         return late
 
-    def check_environment(self, module: str) -> None:
-        """Assert that the kernel runs this venv's Python and `module` from the expected place."""
+    def check_environment(self, module: str) -> str:
+        """Assert that the kernel runs this venv's Python; returns where it imports `module` from."""
         msg_id = self.kc.execute("", silent=True, user_expressions={
             "exe": "__import__('sys').executable", "mod": f"__import__('{module}').__file__"})
         reply = self._reply(msg_id, "shell", time.monotonic() + TIMEOUT)
         self._iopub(msg_id, time.monotonic() + TIMEOUT)
         ue = reply["content"]["user_expressions"]
         assert ue["exe"]["data"]["text/plain"] == repr(sys.executable), (self.label, ue)
-        return eval(ue["mod"]["data"]["text/plain"])
+        return ast.literal_eval(ue["mod"]["data"]["text/plain"])
 
 
 def start_pair() -> tuple[DiffKernel, DiffKernel]:
@@ -175,19 +189,26 @@ def start_pair() -> tuple[DiffKernel, DiffKernel]:
     ksm = KernelSpecManager(kernel_dirs=[str(IPYKERNEL_SPECS)], ensure_native_kernel=False)
     spec = ksm.get_kernel_spec("python3")
     assert spec.argv[1:3] == ["-m", "ipykernel_launcher"], spec.argv
-    ref = DiffKernel("ipykernel", "python3", ksm)
+    kernels = []
     try:
-        mini = DiffKernel("ipymini", "ipymini")
+        kernels.append(DiffKernel("ipykernel", "python3", ksm))
+        kernels.append(DiffKernel("ipymini", "ipymini"))
+        for k in kernels:
+            k.connect()
+        assert kernels[0].check_environment("ipykernel").startswith(sys.prefix)
+        assert kernels[1].check_environment("ipymini").startswith(str(REPO))
     except BaseException:
-        ref.stop()
+        stop_all(kernels)
         raise
-    try:
-        assert ref.check_environment("ipykernel").startswith(sys.prefix)
-        assert mini.check_environment("ipymini").startswith(str(REPO))
-    except BaseException:
-        ref.stop(), mini.stop()
-        raise
-    return ref, mini
+    return tuple(kernels)
+
+
+def stop_all(kernels) -> None:
+    """Shut all kernels down, at the same time."""
+    for k in kernels:
+        k.request_stop()
+    for k in kernels:
+        k.finish_stop()
 
 
 def run_corpus(kernels: tuple[DiffKernel, ...], corpus: list[Entry]) -> dict:
@@ -202,7 +223,7 @@ def run_corpus(kernels: tuple[DiffKernel, ...], corpus: list[Entry]) -> dict:
 # -- normalization --
 
 DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?")
-UUID = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b")
+UUID = re.compile(r"(?<![0-9a-f])[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}(?![0-9a-f])")
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")
 CELL_DIR = re.compile(re.escape(tempfile.gettempdir()) + r"/ipy(?:kernel|mini)_\d+/")
 
@@ -228,8 +249,8 @@ def _scrub(obj, kernel: DiffKernel, volatile, base: int | None):
         for key, value in obj.items():
             if key == "execution_count" and isinstance(value, int) and base is not None:
                 out[key] = f"{value - base:+d}"  # relative: one drift fails one entry, not all after it
-            else:
-                out[key] = _scrub(value, kernel, volatile, base)
+            else:  # keys too: comm_info_reply's comms are keyed by comm id
+                out[_scrub_text(key, kernel, volatile)] = _scrub(value, kernel, volatile, base)
         return out
     return obj
 
@@ -379,11 +400,19 @@ def _outline(items: list) -> list:
 
 
 def report(entry_id: str, diffs: list[tuple], labels=("ipykernel", "ipymini")) -> str:
-    """A readable listing of the differences of one entry."""
+    """A readable listing of the differences of one entry: each differing field with both values.
+
+    When the two kernels sent different sequences of iopub messages, the listing shows both
+    sequences, then the messages each kernel sent that the other did not.
+    """
     lines = [f"{entry_id}: {len(diffs)} difference(s)"]
     for path, a, b in diffs:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
         if path and path[-1] == "iopub" and isinstance(a, list) and isinstance(b, list):
-            a, b = _outline(a), _outline(b)
+            lines += [f"  at {where} (message sequence):", f"    {labels[0]:>9}: {_outline(a)}",
+                      f"    {labels[1]:>9}: {_outline(b)}"]
+            for label, mine, other in ((labels[0], a, b), (labels[1], b, a)):
+                lines += [f"    only {label}: {_short(m)}" for m in mine if m not in other]
+            continue
         lines += [f"  at {where}:", f"    {labels[0]:>9}: {_short(a)}", f"    {labels[1]:>9}: {_short(b)}"]
     return "\n".join(lines)
