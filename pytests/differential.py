@@ -49,6 +49,7 @@ class Entry:
     header: dict = field(default_factory=dict)  # extra header fields (subshell_id)
     volatile: tuple = ()
     late_streams: dict = field(default_factory=dict)  # {name: text} that may come after idle
+    then: str | None = None  # a cell sent right behind this entry, before its reply (to see it aborted)
 
 
 class DiffKernel:
@@ -95,8 +96,14 @@ class DiffKernel:
         self.km.finish_shutdown()
         self.km.cleanup_resources()
 
-    def send(self, entry: Entry) -> dict:
-        """Send the entry's request; returns the sent message."""
+    def send(self, entry: Entry) -> list[dict]:
+        """Send the entry's request, then its `then` cell at once; returns the sent messages."""
+        msgs = [self._send(entry)]
+        if entry.then is not None:
+            msgs.append(self._send(Entry(f"{entry.id} then", code=entry.then)))
+        return msgs
+
+    def _send(self, entry: Entry) -> dict:
         if entry.code is not None:
             content = {"code": entry.code, "silent": False, "store_history": True,
                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
@@ -130,11 +137,19 @@ class DiffKernel:
             elif idle and parent == sentinel:
                 return msgs
 
-    def collect(self, entry: Entry, sent: dict, timeout: float = TIMEOUT) -> dict:
-        """The reply and the iopub messages of a sent entry.
+    def collect(self, entry: Entry, sent: list[dict], timeout: float = TIMEOUT) -> dict:
+        """The reply and the iopub messages of a sent entry (and under `then`, of its `then` cell)."""
+        answer = self._collect(entry, sent[0], timeout)
+        if entry.then is not None and "error" not in answer:
+            answer["then"] = self._collect(Entry("then", code=entry.then), sent[1], timeout, sentinel=True)
+        return answer
 
-        For requests other than execute, a kernel_info_request sent after the reply is a sentinel:
-        its idle ends the wait even if the kernel publishes no idle for the request itself.
+    def _collect(self, entry: Entry, sent: dict, timeout: float, sentinel: bool = False) -> dict:
+        """The reply and the iopub messages of one request.
+
+        For requests other than execute (and with `sentinel`, for a cell that may be aborted), a
+        kernel_info_request sent after the reply is a sentinel: its idle ends the wait even if the
+        kernel publishes no idle for the request itself.
         """
         if not self.km.is_alive():  # (one dead kernel must not cost a timeout per remaining entry)
             return {"error": "the kernel is not running"}
@@ -144,9 +159,7 @@ class DiffKernel:
             reply = self._reply(msg_id, entry.channel, deadline)
         except Empty:
             return {"error": f"no reply within {timeout}s"}
-        sentinel = None
-        if entry.code is None or entry.header:
-            sentinel = self.kc.kernel_info()
+        sentinel = self.kc.kernel_info() if sentinel or entry.code is None or entry.header else None
         try:
             iopub = self._iopub(msg_id, deadline, sentinel)
             if sentinel:
@@ -285,8 +298,15 @@ def view(answer: dict, kernel: DiffKernel, entry: Entry, streams: str | None = S
     if "error" in answer:
         out["harness_error"] = answer["error"]
         return out
+    out["iopub"] = _iopub_view(answer["iopub"], kernel, entry, base, streams)
+    if "then" in answer:
+        out["then"] = view(answer["then"], kernel, Entry("then", code=entry.then), streams)
+    return out
+
+
+def _iopub_view(iopub: list, kernel: DiffKernel, entry: Entry, base: int | None, streams) -> list:
     items, pending = [], {}
-    for msg in answer["iopub"]:
+    for msg in iopub:
         content = _scrub(msg["content"], kernel, entry.volatile, base)
         if msg["msg_type"] == "stream" and streams:
             pending[content["name"]] = pending.get(content["name"], "") + content["text"]
@@ -296,9 +316,7 @@ def view(answer: dict, kernel: DiffKernel, entry: Entry, streams: str | None = S
             pending = {}
         items.append({"msg_type": msg["msg_type"], "content": content,
                       "metadata": _scrub(msg["metadata"], kernel, entry.volatile, base)})
-    items += [{"stream": name, "text": text} for name, text in sorted(pending.items())]
-    out["iopub"] = items
-    return out
+    return items + [{"stream": name, "text": text} for name, text in sorted(pending.items())]
 
 
 # -- allowed differences and comparison --

@@ -106,6 +106,11 @@ CORPUS = [
     cell("error_indentation", "if True:\nx = 1"),
     cell("input_without_stdin", "input('prompt? ')"),
     cell("error_no_stop_on_error", "1 / 0", stop_on_error=False),
+    # the sleep only gives the second request time to arrive while the first runs
+    Entry("error_aborts_queued", code="import time\ntime.sleep(0.1)\n1 / 0", then="print('never')"),
+    Entry("no_abort_without_stop_on_error", code="time.sleep(0.1)\n1 / 0", options={"stop_on_error": False},
+          then="print('runs')"),
+    Entry("ok_then_next", code="time.sleep(0.1)", then="print('next')"),
     cell("error_after_output", "print('before')\nraise RuntimeError('after')"),
     cell("showtraceback_in_except", "try:\n    1 / 0\nexcept Exception:\n    get_ipython().showtraceback()"),
     cell("alive_after_errors", "'still alive'"),
