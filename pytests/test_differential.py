@@ -149,6 +149,8 @@ CORPUS = [
     cell("help_function", "help(len)"),
     # fd output
     Entry("fd_stdout_then_result", code="import os\nos.write(1, b'x\\n'); 5", late_streams={"stdout": "x\n"}),
+    Entry("os_system", code="os.system('echo from system')", late_streams={"stdout": "from system\n"}),
+    cell("logging_warning", "import logging\nlogging.warning('logged')"),
     Entry("fd_stderr", code="os.write(2, b'fd err\\n');", late_streams={"stderr": "fd err\n"}),
     # execute options
     cell("silent", "print('silent'); 99", silent=True),
@@ -170,6 +172,19 @@ CORPUS = [
     cell("session_send_update_display", SESSION_SEND),
     cell("shell_parent_methods", "[callable(getattr(get_ipython(), n, None)) for n in ('get_parent', 'set_parent')]"),
     cell("kernel_class_name", "type(get_ipython().kernel).__name__"),
+    cell("kernel_attributes", "[a for a in ('shell', 'session', 'iopub_socket', 'stdin_socket', 'comm_manager', "
+                              "'get_parent', 'set_parent', 'do_one_iteration', 'raw_input', 'getpass', 'ident', "
+                              "'int_id', 'execution_count', 'log', 'io_loop', 'shell_stream', 'control_stream', "
+                              "'user_ns', 'iopub_thread') if not hasattr(get_ipython().kernel, a)]"),
+    cell("shell_attributes", "[a for a in ('kernel', 'parent_header', 'exiter', 'ask_exit', "
+                             "'set_next_input', 'enable_gui', 'enable_matplotlib', 'keepkernel_on_exit', "
+                             "'_last_traceback', 'payload_manager', 'user_module', 'display_pub', 'displayhook') "
+                             "if not hasattr(get_ipython(), a)]"),
+    cell("display_pub_attributes", "[a for a in ('session', 'pub_socket', 'parent_header', 'topic', "
+                                   "'clear_output', 'publish', 'register_hook', 'unregister_hook') "
+                                   "if not hasattr(get_ipython().display_pub, a)]"),
+    cell("main_module", "sys.modules['__main__'] is get_ipython().user_module"),
+    cell("sys_path", "sys.path"),
     # other shell requests
     req("kernel_info", "kernel_info_request"),
     req("complete_builtin", "complete_request", code="pri", cursor_pos=3),
@@ -216,7 +231,7 @@ ALLOWED_DIFFERENCES = [
             "stream chunking: ipymini coalesces stream writes and ipykernel flushes stdout and stderr on "
             "separate timers, so the view compares the concatenated text per stream between two "
             "non-stream messages, not the messages (differential.view); message order is compared"),
-    Allowed(("fd_stdout_then_result", "fd_stderr"), ("iopub",), STREAM_TEXT_ANYWHERE,
+    Allowed(("fd_stdout_then_result", "fd_stderr", "os_system"), ("iopub",), STREAM_TEXT_ANYWHERE,
             "ipykernel forwards fd output from a watcher thread that the 0.2 s flush timer publishes: "
             "whether it lands before the result, after it, or even after idle is a race in ipykernel, "
             "so only the text is compared (collected past idle: Entry.late_streams)"),
