@@ -15,7 +15,8 @@ import re
 import pytest
 
 from differential import (STREAM_TEXT, STREAM_TEXT_ANYWHERE, Allowed, Entry, apply_allowed, compare,
-                          keys_only, masked, report, run_corpus, sorted_list, start_pair, stop_all, stream_mode, view)
+                          keys_only, masked, report, run_corpus, sorted_list, start_pair, stop_all,
+                          stream_mode, view)
 
 TIMING = ((r"\d+(?:\.\d+)?(?:e[+-]?\d+)?\s*(?:ns|µs|μs|us|ms|s)\b", "<time>"),)  # IPython writes µ as U+03BC
 PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
@@ -91,7 +92,8 @@ CORPUS = [
                            "display('x', display_id='fixed')\nupdate_display('y', display_id='fixed')"),
     cell("clear_output", "from IPython.display import clear_output\nprint('gone')\nclear_output()\nprint('kept')"),
     cell("clear_output_wait", "clear_output(wait=True)\nprint('after wait')"),
-    cell("display_image", f"from IPython.display import Image\nImage(data=__import__('base64').b64decode('{PNG_1PX}'), width=10)"),
+    cell("display_image", "from IPython.display import Image\n"
+                          f"Image(data=__import__('base64').b64decode('{PNG_1PX}'), width=10)"),
     cell("display_html_obj", "HTML('<p>p</p>')"),
     cell("display_javascript", "from IPython.display import Javascript\nJavascript('console.log(1)')"),
     cell("cell_magic_html", "%%html\n<u>u</u>"),
@@ -173,7 +175,7 @@ CORPUS = [
     cell("shell_parent_methods", "[callable(getattr(get_ipython(), n, None)) for n in ('get_parent', 'set_parent')]"),
     cell("kernel_class_name", "type(get_ipython().kernel).__name__"),
     cell("kernel_attributes", "[a for a in ('shell', 'session', 'iopub_socket', 'stdin_socket', 'comm_manager', "
-                              "'get_parent', 'set_parent', 'do_one_iteration', 'raw_input', 'getpass', 'ident', "
+                              "'get_parent', 'set_parent', 'raw_input', 'getpass', 'ident', "
                               "'int_id', 'execution_count', 'log', 'io_loop', 'shell_stream', 'control_stream', "
                               "'user_ns', 'iopub_thread') if not hasattr(get_ipython().kernel, a)]"),
     cell("shell_attributes", "[a for a in ('kernel', 'parent_header', 'exiter', 'ask_exit', "
@@ -206,6 +208,7 @@ CORPUS = [
 ]
 
 IDS = [e.id for e in CORPUS]
+
 
 def without_ipymini_magics(text):
     """%lsmagic's listing without the magics only ipymini has."""
