@@ -50,6 +50,7 @@ class Entry:
     volatile: tuple = ()
     late_streams: dict = field(default_factory=dict)  # {name: text} that may come after idle
     then: str | None = None  # a cell sent right behind this entry, before its reply (to see it aborted)
+    stdin: tuple = ()  # answers to the input_requests the cell makes, in order
 
 
 class DiffKernel:
@@ -156,9 +157,10 @@ class DiffKernel:
         deadline = time.monotonic() + timeout
         msg_id = sent["header"]["msg_id"]
         try:
+            stdin = [self._answer_input(msg_id, value, deadline) for value in entry.stdin]
             reply = self._reply(msg_id, entry.channel, deadline)
         except Empty:
-            return {"error": f"no reply within {timeout}s"}
+            return {"error": f"no reply or input_request within {timeout}s"}
         sentinel = self.kc.kernel_info() if sentinel or entry.code is None or entry.header else None
         try:
             iopub = self._iopub(msg_id, deadline, sentinel)
@@ -166,7 +168,18 @@ class DiffKernel:
                 self._reply(sentinel, "shell", deadline)
         except Empty:
             return {"error": f"no idle within {timeout}s", "reply": reply}
-        return {"reply": reply, "iopub": iopub + self._late(msg_id, entry.late_streams, iopub)}
+        answer = {"reply": reply, "iopub": iopub + self._late(msg_id, entry.late_streams, iopub)}
+        if entry.stdin:
+            answer["stdin"] = stdin
+        return answer
+
+    def _answer_input(self, msg_id: str, value: str, deadline: float) -> dict:
+        """Wait for the cell's next input_request, answer it with `value`; returns the request."""
+        while True:
+            msg = self.kc.get_stdin_msg(timeout=max(0.0, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") == msg_id:
+                self.kc.input(value)
+                return msg
 
     def _late(self, msg_id: str, expected: dict, iopub: list) -> list:
         """Stream messages parented to msg_id after its idle, until each expected text has arrived
@@ -299,6 +312,9 @@ def view(answer: dict, kernel: DiffKernel, entry: Entry, streams: str | None = S
         out["harness_error"] = answer["error"]
         return out
     out["iopub"] = _iopub_view(answer["iopub"], kernel, entry, base, streams)
+    if "stdin" in answer:
+        out["stdin"] = [{"msg_type": m["msg_type"], "content": _scrub(m["content"], kernel, (), None),
+                         "metadata": m["metadata"]} for m in answer["stdin"]]
     if "then" in answer:
         out["then"] = view(answer["then"], kernel, Entry("then", code=entry.then), streams)
     return out
