@@ -1,0 +1,321 @@
+"""Differential test: a corpus of cells and requests run in ipykernel and in ipymini, compared.
+
+Both kernels run in this venv, each in its own temporary cwd with its own fresh IPYTHONDIR (see
+differential.py). Every corpus entry runs in order in both; its execute_reply (content, metadata and
+msg_type) and every iopub message parented to it through idle are normalized (ids, dates, uuids,
+addresses, cell-file directories, the kernels' private dirs, relative execution counts, timings of
+`%time`/`%timeit`) and compared. Every difference that is accepted is listed in ALLOWED_DIFFERENCES
+with its reason; anything else fails the entry's own test, printing each differing field on both sides.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from differential import (STREAM_TEXT, STREAM_TEXT_ANYWHERE, Allowed, Entry, apply_allowed, compare,
+                          keys_only, masked, report, run_corpus, sorted_list, start_pair, stop_all,
+                          stream_mode, view)
+
+TIMING = ((r"\d+(?:\.\d+)?(?:e[+-]?\d+)?\s*(?:ns|µs|μs|us|ms|s)\b", "<time>"),)  # IPython writes µ as U+03BC
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+SESSION_SEND = """\
+ip = get_ipython()
+display('before', display_id='sess')
+k = ip.kernel
+k.session.send(k.iopub_socket, 'update_display_data',
+               {'data': {'text/plain': "'after'"}, 'metadata': {}, 'transient': {'display_id': 'sess'}},
+               parent=ip.parent_header, ident=b'update_display_data');"""
+
+
+def cell(id: str, code: str, **options) -> Entry:
+    """An execute_request entry; `volatile` goes to the Entry, the rest into the request content."""
+    volatile = options.pop("volatile", ())
+    return Entry(id, code=code, options=options, volatile=volatile)
+
+
+def req(id: str, msg_type: str, channel: str = "shell", **content) -> Entry:
+    """A non-execute request entry."""
+    return Entry(id, msg_type=msg_type, content=content, channel=channel)
+
+
+CORPUS = [
+    # streams and results
+    cell("print", "print('hello')"),
+    cell("stdout_stderr", "import sys\nprint('out')\nprint('err', file=sys.stderr)\nprint('out again')"),
+    cell("write_no_newline", "sys.stdout.write('no newline')"),
+    cell("write_no_newline_then_print", "sys.stdout.write('partial'); print(' line')"),
+    cell("expr_int", "1 + 1"),
+    cell("expr_str", "'text'"),
+    cell("expr_list", "[1, 'a', None, 2.5]"),
+    cell("expr_unicode", "'héllo 🎉 漢字 ✓'"),
+    cell("print_unicode", "print('emoji 🎉 CJK 漢字 ✓ é')"),
+    cell("semicolon", "42;"),
+    cell("expr_then_underscore", "10 * 3"),
+    cell("underscore", "_ + 1"),
+    cell("out_in", "(Out[max(Out)], In[-2])"),
+    cell("name", "__name__"),
+    cell("sys_argv", "sys.argv[1:2], len(sys.argv)"),
+    cell("thread_output", "import threading\nt = threading.Thread(target=print, args=('from thread',))\n"
+                          "t.start(); t.join()"),
+    cell("warning", "import warnings\nwarnings.warn('careful')"),
+    cell("cell_filename", "def g():\n    pass\n\ng.__code__.co_filename"),
+    cell("stdout_attributes", "[getattr(sys.stdout, a, None) for a in ('encoding', 'name', 'errors')] + "
+                              "[sys.stdout.isatty(), sys.stdout.writable(), type(sys.stdout.fileno()).__name__]"),
+    cell("kernel_environment", "import os\n{k: os.environ.get(k) for k in "
+                               "('MPLBACKEND', 'TERM', 'CLICOLOR', 'PAGER', 'GIT_PAGER', 'FORCE_COLOR')}"),
+    cell("ipykernel_imported", "'ipykernel' in sys.modules"),
+    cell("user_ns_is_globals", "get_ipython().user_ns is globals()"),
+    cell("main_thread", "import threading\nthreading.current_thread() is threading.main_thread()"),
+    cell("sigint_handler", "import signal\nsignal.getsignal(signal.SIGINT) is signal.default_int_handler"),
+    cell("running_event_loop", "import asyncio\ntry:\n    asyncio.get_running_loop()\n    print('running loop')\n"
+                               "except RuntimeError:\n    print('no running loop')"),
+    cell("empty_print", "print(end='')"),
+    cell("expr_none", "None"),
+    cell("multiline_no_result", "x = 1\ny = x + 1"),
+    # display
+    cell("display_text", "from IPython.display import display, HTML, Markdown, JSON\ndisplay('plain text')"),
+    cell("display_html", "display(HTML('<b>bold</b>'))"),
+    cell("display_markdown", "display(Markdown('# title'))"),
+    cell("display_json", "display(JSON({'a': [1, 2]}))"),
+    cell("display_raw_metadata", "display({'text/plain': 'raw', 'text/html': '<b>raw</b>'}, raw=True, "
+                                 "metadata={'text/html': {'isolated': True}})"),
+    cell("repr_methods", "class R:\n    def _repr_html_(self):\n        return '<b>r</b>'\n"
+                         "    def _repr_markdown_(self):\n        return '**r**', {'m': 1}\n\nR()"),
+    cell("repr_raises", "class Bad:\n    def _repr_html_(self):\n        raise ValueError('bad repr')\n\nBad()"),
+    cell("display_several", "display(1, 'two', HTML('<i>3</i>'))"),
+    cell("display_order", "print('a')\ndisplay('b')\nprint('c', file=sys.stderr)\n'd'"),
+    cell("display_id", "h = display('first', display_id=True)\ntype(h).__name__"),
+    cell("display_update", "h.update('second')"),
+    cell("update_display", "from IPython.display import update_display\n"
+                           "display('x', display_id='fixed')\nupdate_display('y', display_id='fixed')"),
+    cell("clear_output", "from IPython.display import clear_output\nprint('gone')\nclear_output()\nprint('kept')"),
+    cell("clear_output_wait", "clear_output(wait=True)\nprint('after wait')"),
+    cell("display_image", "from IPython.display import Image\n"
+                          f"Image(data=__import__('base64').b64decode('{PNG_1PX}'), width=10)"),
+    cell("display_html_obj", "HTML('<p>p</p>')"),
+    cell("display_javascript", "from IPython.display import Javascript\nJavascript('console.log(1)')"),
+    cell("cell_magic_html", "%%html\n<u>u</u>"),
+    # errors
+    cell("error_name", "undefined_name"),
+    cell("error_zero_division_in_function", "def f():\n    return 1 / 0\n\nf()"),
+    cell("error_syntax", "1 +* 2"),
+    cell("error_chained", "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('bad') from e"),
+    cell("error_keyboard_interrupt_raised", "raise KeyboardInterrupt"),
+    cell("error_system_exit", "raise SystemExit('bye')"),
+    cell("error_unicode", "raise ValueError('ünïcode ✓ 漢字')"),
+    cell("error_indentation", "if True:\nx = 1"),
+    cell("input_without_stdin", "input('prompt? ')"),
+    Entry("input", code="name = input('Name? ')\nprint('hi', name)\nname", options={"allow_stdin": True},
+          stdin=("Ada",)),
+    Entry("getpass", code="import getpass\nlen(getpass.getpass('pw? '))", options={"allow_stdin": True},
+          stdin=("secret",)),
+    cell("error_no_stop_on_error", "1 / 0", stop_on_error=False),
+    # the sleep only gives the second request time to arrive while the first runs
+    Entry("error_aborts_queued", code="import time\ntime.sleep(0.1)\n1 / 0", then="print('never')"),
+    Entry("no_abort_without_stop_on_error", code="time.sleep(0.1)\n1 / 0", options={"stop_on_error": False},
+          then="print('runs')"),
+    Entry("ok_then_next", code="time.sleep(0.1)", then="print('next')"),
+    cell("error_after_output", "print('before')\nraise RuntimeError('after')"),
+    cell("showtraceback_in_except", "try:\n    1 / 0\nexcept Exception:\n    get_ipython().showtraceback()"),
+    cell("alive_after_errors", "'still alive'"),
+    # magics
+    cell("magic_time", "%time sum(range(10))", volatile=TIMING),
+    cell("magic_timeit", "%timeit -n1 -r1 pass", volatile=TIMING),
+    cell("cell_magic_time", "%%time\nsum(range(5))", volatile=TIMING),
+    cell("magic_who", "%who"),
+    cell("autoawait", "%autoawait"),
+    cell("capture", "%%capture cap\nprint('captured')\ndisplay('hidden')"),
+    cell("capture_use", "cap.stdout, len(cap.outputs)"),
+    cell("capture_show", "cap.show()"),
+    cell("xmode_minimal", "%xmode Minimal"),
+    cell("error_in_xmode_minimal", "f()"),
+    cell("xmode_context", "%xmode Context"),
+    cell("config_interactivity_all", "%config InteractiveShell.ast_node_interactivity = 'all'"),
+    cell("two_results", "1\n2"),
+    cell("config_interactivity_back", "%config InteractiveShell.ast_node_interactivity = 'last_expr'"),
+    cell("config_list", "%config"),
+    cell("env_set", "%env DIFF_TEST_VAR=1"),
+    cell("env_get", "%env DIFF_TEST_VAR"),
+    cell("pwd", "%pwd"),
+    cell("writefile", "%%writefile snippet.py\nx_from_file = 42\n"),
+    cell("load_payload", "%load snippet.py"),
+    cell("run_file", "%run snippet.py\nx_from_file"),
+    cell("set_next_input", "get_ipython().set_next_input('next cell')"),
+    cell("exit_keep_kernel_payload", "exit(keep_kernel=True)"),  # plain `exit` stops ipykernel
+    cell("lsmagic", "%lsmagic"),
+    cell("history_magic", "%history -n -l 3"),
+    cell("bash_magic", "%%bash\necho from bash"),
+    cell("shell_escape", "!echo hi"),
+    cell("shell_capture", "files = !echo a b\nfiles"),
+    # help and pager
+    cell("help_question", "len?"),
+    cell("help_double_question", "len??"),
+    cell("help_function", "help(len)"),
+    # fd output
+    Entry("fd_stdout_then_result", code="import os\nos.write(1, b'x\\n'); 5", late_streams={"stdout": "x\n"}),
+    Entry("os_system", code="os.system('echo from system')", late_streams={"stdout": "from system\n"}),
+    cell("logging_warning", "import logging\nlogging.warning('logged')"),
+    Entry("fd_stderr", code="os.write(2, b'fd err\\n');", late_streams={"stderr": "fd err\n"}),
+    # execute options
+    cell("silent", "print('silent'); 99", silent=True),
+    cell("store_history_false", "'not stored'", store_history=False),
+    cell("user_expressions", "uex = 3", user_expressions={"ok": "uex * 2", "bad": "1/0"}),
+    cell("async_cell", "import asyncio\nawait asyncio.sleep(0)\n'awaited'"),
+    # matplotlib
+    cell("matplotlib_inline", "%matplotlib inline"),
+    cell("matplotlib_figure", "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"),
+    cell("matplotlib_implicit", "plt.figure(figsize=(2, 2))\nplt.plot([3, 1])"),
+    # comms and widgets
+    cell("comm_open", "from comm import create_comm\nc = create_comm(target_name='diff_t', data={'a': 1})"),
+    req("comm_info_with_comm", "comm_info_request", target_name="diff_t"),
+    cell("comm_send_close", "c.send({'b': 2})\nc.close()"),
+    cell("widget", "import ipywidgets\nipywidgets.IntSlider(3)"),
+    # kernel and shell API used by libraries
+    cell("shell_class_name", "get_ipython().__class__.__name__"),
+    cell("ipkernelapp_in_config", "'IPKernelApp' in get_ipython().config"),
+    cell("session_send_update_display", SESSION_SEND),
+    cell("shell_parent_methods", "[callable(getattr(get_ipython(), n, None)) for n in ('get_parent', 'set_parent')]"),
+    cell("kernel_class_name", "type(get_ipython().kernel).__name__"),
+    cell("kernel_attributes", "[a for a in ('shell', 'session', 'iopub_socket', 'stdin_socket', 'comm_manager', "
+                              "'get_parent', 'set_parent', 'raw_input', 'getpass', 'ident', "
+                              "'int_id', 'execution_count', 'log', 'io_loop', 'shell_stream', 'control_stream', "
+                              "'user_ns', 'iopub_thread') if not hasattr(get_ipython().kernel, a)]"),
+    cell("shell_attributes", "[a for a in ('kernel', 'parent_header', 'exiter', 'ask_exit', "
+                             "'set_next_input', 'enable_gui', 'enable_matplotlib', 'keepkernel_on_exit', "
+                             "'_last_traceback', 'payload_manager', 'user_module', 'display_pub', 'displayhook') "
+                             "if not hasattr(get_ipython(), a)]"),
+    cell("display_pub_attributes", "[a for a in ('session', 'pub_socket', 'parent_header', 'topic', "
+                                   "'clear_output', 'publish', 'register_hook', 'unregister_hook') "
+                                   "if not hasattr(get_ipython().display_pub, a)]"),
+    cell("main_module", "sys.modules['__main__'] is get_ipython().user_module"),
+    cell("sys_path", "sys.path"),
+    # other shell requests
+    req("kernel_info", "kernel_info_request"),
+    req("complete_builtin", "complete_request", code="pri", cursor_pos=3),
+    req("complete_import", "complete_request", code="import o", cursor_pos=8),
+    req("complete_attribute", "complete_request", code="'abc'.up", cursor_pos=8),
+    req("complete_namespace", "complete_request", code="uex", cursor_pos=3),
+    req("complete_magic", "complete_request", code="%ti", cursor_pos=3),
+    req("inspect_len_0", "inspect_request", code="len", cursor_pos=3, detail_level=0),
+    req("inspect_len_1", "inspect_request", code="len", cursor_pos=3, detail_level=1),
+    req("inspect_user_function", "inspect_request", code="f(", cursor_pos=2, detail_level=0),
+    req("inspect_user_function_source", "inspect_request", code="f", cursor_pos=1, detail_level=1),
+    req("complete_module_attribute", "complete_request", code="os.pa", cursor_pos=5),
+    req("inspect_unknown", "inspect_request", code="nothing_here", cursor_pos=12, detail_level=0),
+    req("is_complete_complete", "is_complete_request", code="x = 1"),
+    req("is_complete_incomplete", "is_complete_request", code="for i in range(3):"),
+    req("is_complete_invalid", "is_complete_request", code="1 +* 2"),
+    req("history_tail", "history_request", output=False, raw=True, hist_access_type="tail", n=3),
+    req("history_tail_output", "history_request", output=True, raw=False, hist_access_type="tail", n=2),
+    req("history_range", "history_request", output=False, raw=True, hist_access_type="range", session=0,
+        start=1, stop=3),
+    req("history_search", "history_request", output=False, raw=True, hist_access_type="search",
+        pattern="print*", n=2, unique=True),
+    req("connect", "connect_request"),
+    req("comm_info", "comm_info_request"),
+    req("control_kernel_info", "kernel_info_request", channel="control"),
+    req("control_usage", "usage_request", channel="control"),
+    Entry("unknown_subshell", code="1", header={"subshell_id": "nope"}),
+    req("control_interrupt_while_idle", "interrupt_request", channel="control"),
+    cell("alive_after_interrupt", "'alive'"),
+]
+
+IDS = [e.id for e in CORPUS]
+
+
+def without_ipymini_magics(text):
+    """%lsmagic's listing without the magics only ipymini has."""
+    return re.sub(r"  %(?:checkpoint|rollback|%transaction)\b", "", text) if isinstance(text, str) else text
+
+
+def without_kernel_frames(traceback):
+    """A traceback without the frames in the kernel's own code (ipykernel's or ipymini's)."""
+    if not isinstance(traceback, list):
+        return traceback
+    return [line for line in traceback if not re.search(r"/(?:ipykernel|ipymini)/\w+\.py", line)]
+
+
+def without_jedi_types(completion):
+    """A `_jupyter_types_experimental` item without the fields computed under a time budget."""
+    return {k: v for k, v in completion.items() if k not in ("type", "signature")}
+
+
+COMPLETIONS = tuple(e.id for e in CORPUS if e.msg_type == "complete_request")
+
+ALLOWED_DIFFERENCES = [
+    Allowed(("*",), ("iopub",), STREAM_TEXT,
+            "stream chunking: ipymini coalesces stream writes and ipykernel flushes stdout and stderr on "
+            "separate timers, so the view compares the concatenated text per stream between two "
+            "non-stream messages, not the messages (differential.view); message order is compared"),
+    Allowed(("fd_stdout_then_result", "fd_stderr", "os_system"), ("iopub",), STREAM_TEXT_ANYWHERE,
+            "ipykernel forwards fd output from a watcher thread that the 0.2 s flush timer publishes: "
+            "whether it lands before the result, after it, or even after idle is a race in ipykernel, "
+            "so only the text is compared (collected past idle: Entry.late_streams)"),
+    Allowed(("kernel_info", "control_kernel_info"), ("reply", "implementation"), masked,
+            "implementation name: 'ipymini' by design"),
+    Allowed(("kernel_info", "control_kernel_info"), ("reply", "implementation_version"), masked,
+            "implementation version: ipymini's own"),
+    Allowed(("kernel_info", "control_kernel_info"), ("reply", "banner"), masked,
+            "banner: names the kernel"),
+    Allowed(("kernel_class_name",), ("iopub", "*", "content", "data"), masked,
+            "the kernel object's class is ipymini's own (only its attributes libraries use must match)"),
+    Allowed(COMPLETIONS, ("reply", "metadata", "_jupyter_types_experimental", "*"), without_jedi_types,
+            "not a kernel difference but a race: IPython computes completion types and signatures under a "
+            "time budget (IPCompleter.jedi_compute_type_timeout), so on a loaded machine either kernel "
+            "answers '<unknown>' for some matches"),
+    Allowed(COMPLETIONS, ("reply", "matches"), sorted_list,
+            "completion order is not meaningful (frontends filter and sort matches): compared as sets"),
+    Allowed(COMPLETIONS, ("reply", "metadata", "_jupyter_types_experimental"), sorted_list,
+            "same as the matches: the typed completions come in another order"),
+    Allowed(("lsmagic",), ("iopub", "*", "content", "data", "text/plain"), without_ipymini_magics,
+            "ipymini's own magics (%checkpoint, %rollback, %%transaction) are extras by design"),
+    Allowed(("complete_builtin",), ("reply", "matches"), masked,
+            "ipykernel 7.4 with jedi 0.20 completes no builtin name (`pri` -> []); ipymini completes `print`"),
+    Allowed(("complete_builtin",), ("reply", "cursor_start"), masked, "as the matches above"),
+    Allowed(("complete_builtin",), ("reply", "metadata", "_jupyter_types_experimental"), masked,
+            "as the matches above"),
+    Allowed(("input_without_stdin",), ("reply", "traceback"), without_kernel_frames,
+            "input() is the kernel's own: its frames differ (ipykernel Kernel.raw_input; ipymini "
+            "Bridge input -> StdinBroker.request_input); the cell's frame and the error line must match"),
+    Allowed(("input_without_stdin",), ("iopub", "*", "content", "traceback"), without_kernel_frames,
+            "as the reply's traceback above"),
+    Allowed(("connect",), ("reply",), keys_only,
+            "ports are each kernel's own connection: compare which fields are reported"),
+    Allowed(("control_usage",), ("reply",), keys_only,
+            "usage numbers (memory, cpu) are the process's own: compare which fields are reported"),
+]
+
+
+@pytest.fixture(scope="module")
+def differential():
+    """Both kernels started, the whole corpus run in order, each entry's two views."""
+    ref, mini = start_pair()
+    try:
+        answers = run_corpus((ref, mini), CORPUS)
+    finally:
+        stop_all((ref, mini))
+    views = {}
+    for entry in CORPUS:  # in order: view() makes execution counts relative to the previous entry's
+        a, b = answers[entry.id]
+        mode = stream_mode(entry.id, ALLOWED_DIFFERENCES)
+        views[entry.id] = (view(a, ref, entry, mode), view(b, mini, entry, mode))
+    return views
+
+
+def test_allowed_differences_name_corpus_entries():
+    """Every allowed difference names entries that exist, and says why."""
+    for a in ALLOWED_DIFFERENCES:
+        assert a.reason and set(a.entries) <= set(IDS) | {"*"}, a
+    assert len(set(IDS)) == len(IDS)
+
+
+@pytest.mark.parametrize("entry_id", IDS)
+def test_same_as_ipykernel(differential, entry_id):
+    """ipymini answers this entry as ipykernel does, up to the allowed differences."""
+    ref, mini = (apply_allowed(v, entry_id, ALLOWED_DIFFERENCES) for v in differential[entry_id])
+    assert "harness_error" not in ref, ref
+    diffs = compare(ref, mini)
+    if diffs:
+        pytest.fail(report(entry_id, diffs), pytrace=False)
