@@ -7,6 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _drop_working_directory()
     if argv[:1] == ["install"]:
         from .kernelspec import main as install_main
 
@@ -14,6 +15,16 @@ def main(argv: list[str] | None = None) -> int:
     from .app import run_kernel
 
     return run_kernel(argv)
+
+
+def _drop_working_directory() -> None:
+    """`python -m ipymini` puts the working directory first on sys.path; take it out, as ipykernel's
+    launcher does, so a notebook folder's `random.py` cannot shadow the standard library. IPython puts
+    '' back after the standard library (InteractiveShellApp.init_path)."""
+    from pathlib import Path
+
+    if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
+        del sys.path[0]
 
 
 if __name__ == "__main__":

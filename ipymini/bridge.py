@@ -25,12 +25,15 @@ from .ipykernel_api import present_as_ipykernel
 from .shell import ZMQInteractiveShell
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
+WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is warmed (warm_tracebacks)
 
 
-def install_namespace_magics(shell) -> None:
-    """%rollback / %%transaction (transactions.py) and %checkpoint (checkpoints.py)."""
-    from . import checkpoints, transactions
+def install_magics(shell, kernel, app) -> None:
+    """ipykernel's kernel magics (kernel_magics.py), %rollback / %%transaction (transactions.py) and
+    %checkpoint (checkpoints.py)."""
+    from . import checkpoints, kernel_magics, transactions
 
+    kernel_magics.install(shell, app.connection_file, kernel.subshells.ids)
     transactions.install(shell)
     checkpoints.install(shell)
 
@@ -47,6 +50,7 @@ class Bridge:
         self.shell = shell
         if "IPKernelApp" not in shell.config:  # what tqdm.auto & co. look for (see app.IPKernelApp)
             shell.config.IPKernelApp.connection_file = app.connection_file
+        shell.configurables.append(app)  # `%config IPKernelApp`, as in ipykernel
         shell.display_pub.session = kernel.session  # some libraries read display_pub.session
         shell.display_pub.pub_socket = kernel.iopub_socket
         shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
@@ -56,7 +60,7 @@ class Bridge:
         self._history = None  # the HistoryManager whose writes we batch (see _defer_history_writes)
         self._history_timer = None
         self._install_input()
-        install_namespace_magics(shell)
+        install_magics(shell, kernel, app)
         self.completer = Completer(shell)
 
     def start(self) -> None:
@@ -71,8 +75,9 @@ class Bridge:
         app.init_extensions()
         app.init_code()
         self._defer_history_writes()
-        threading.Thread(target=warm_tracebacks, args=(self.shell,), name="ipymini-warm-tracebacks",
-                         daemon=True).start()
+        # on the main loop, once it is idle: a thread doing it raced user code in pygments' lazy
+        # lexer imports and could hold the import lock across a user's fork
+        asyncio.get_event_loop().call_later(WARM_UP_DELAY, warm_tracebacks, self.shell)
 
     def _defer_history_writes(self) -> None:
         """Write history in batches, at most HISTORY_DELAY seconds after a cell.
@@ -283,9 +288,9 @@ class Bridge:
 
 
 def warm_tracebacks(shell) -> None:
-    """Format one traceback of a cell-like frame, off the critical path: a fresh kernel's first error or
-    interrupt would otherwise pay for importing stack_data and building pygments' lexer and formatter
-    (~25 ms). Its own formatter instance, so the shell's is never shared between threads."""
+    """Format one traceback of a cell-like frame while the kernel is idle after start-up: a fresh
+    kernel's first error or interrupt would otherwise pay for importing stack_data and building
+    pygments' lexer and formatter (~25 ms). A formatter of its own: the shell's keeps no trace of it."""
     import linecache
 
     from IPython.core import ultratb
@@ -329,9 +334,14 @@ def language_info() -> dict:
     }
 
 
-HELP_LINKS = [
+HELP_LINKS = [  # ipykernel's list
     {"text": "Python Reference", "url": "https://docs.python.org/%d.%d" % sys.version_info[:2]},
     {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
+    {"text": "NumPy Reference", "url": "https://docs.scipy.org/doc/numpy/reference/"},
+    {"text": "SciPy Reference", "url": "https://docs.scipy.org/doc/scipy/reference/"},
+    {"text": "Matplotlib Reference", "url": "https://matplotlib.org/contents.html"},
+    {"text": "SymPy Reference", "url": "http://docs.sympy.org/latest/index.html"},
+    {"text": "pandas Reference", "url": "https://pandas.pydata.org/pandas-docs/stable/"},
 ]
 
 

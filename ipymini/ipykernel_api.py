@@ -8,6 +8,7 @@ thread, never touches a ZMQ socket of the kernel's (sockets are not thread-safe)
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -122,10 +123,43 @@ class IPyKernelAPI:
         self._control_request = None
         self._usage_processes: dict = {}
 
+    int_id = -1  # ipyparallel's engine number; none here
+
     @property
     def shell(self):
         """The IPython shell (`get_ipython()`)."""
         return self.bridge.shell if self.bridge is not None else None
+
+    @property
+    def ident(self) -> str:
+        """This kernel's identity (the `engine` of execute_reply metadata)."""
+        return self.wire.session_id
+
+    @property
+    def user_ns(self) -> dict:
+        return self.shell.user_ns
+
+    @property
+    def execution_count(self) -> int:
+        return self.shell.execution_count
+
+    @property
+    def log(self):
+        return logging.getLogger("ipymini")
+
+    def raw_input(self, prompt: str = "") -> str:
+        """input() through the frontend (an `input_request` on stdin)."""
+        return self.stdin.request_input(str(prompt), password=False)
+
+    def getpass(self, prompt: str = "") -> str:
+        """getpass() through the frontend."""
+        return self.stdin.request_input(str(prompt), password=True)
+
+    def set_parent(self, ident, parent: dict, channel: str = "shell") -> None:
+        """ipykernel's Kernel.set_parent: output of the calling code goes to `parent` (shell only; the
+        control channel's parent is always the request being handled)."""
+        if channel == "shell":
+            routing.set_parent(parent)
 
     def _request_on(self, channel: str | None):
         if channel is None:

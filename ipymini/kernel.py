@@ -279,7 +279,8 @@ class Kernel(IPyKernelAPI):
             return
         self._publish_status("busy", req)
         if req.msg_type.endswith("_request"):
-            self.send_reply(req, _unknown_subshell(req.subshell_id))
+            self.send_reply(req, _unknown_subshell(req.subshell_id),
+                            metadata=self._execute_metadata(now_iso(), "error"))
         else:
             log.warning("dropped a %s for unknown subshell_id %r", req.msg_type, req.subshell_id)
         self._publish_status("idle", req)

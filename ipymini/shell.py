@@ -66,11 +66,19 @@ class KernelDisplayHook(DisplayHook):
             self.shell.kernel.publish("execute_result", result)
 
 
-class KernelDisplayPublisher(DisplayPublisher):
+class ZMQDisplayPublisher(DisplayPublisher):
     """Sends `display()` calls as `display_data` / `update_display_data`, and `clear_output`.
 
     Hooks (used by output-capturing widgets) see each message first and may swallow it by returning None.
+    Named (and configured, `c.ZMQDisplayPublisher`) as ipykernel's is.
     """
+
+    topic = b"display_data"  # ipykernel's attribute; ipymini topics messages by their type
+
+    @property
+    def parent_header(self) -> dict:
+        """The header of the request the calling code's displays go to."""
+        return routing.get_parent().get("header", {})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -176,7 +184,7 @@ class ZMQInteractiveShell(InteractiveShell):
     """
 
     displayhook_class = Type(KernelDisplayHook)
-    display_pub_class = Type(KernelDisplayPublisher)
+    display_pub_class = Type(ZMQDisplayPublisher)
     compiler_class = Type(CellCompiler)
     exiter = Any()
     kernel = Any(allow_none=True)  # `get_ipython().kernel`, which widget libraries look for
@@ -246,10 +254,10 @@ class ZMQInteractiveShell(InteractiveShell):
     def init_environment(self):
         import os
 
-        os.environ.setdefault("TERM", "xterm-color")
-        os.environ["CLICOLOR"] = "1"
-        os.environ["PAGER"] = "cat"
-        os.environ["GIT_PAGER"] = "cat"
+        # as ipykernel sets them: colored `ls`, color from tools that honor FORCE_COLOR, and no pagers
+        # in subprocesses (nothing could answer them)
+        os.environ.update(TERM="xterm-color", CLICOLOR="1", FORCE_COLOR="1", CLICOLOR_FORCE="1",
+                          PAGER="cat", GIT_PAGER="cat")
 
     def enable_gui(self, gui=None):
         if gui not in (None, "inline"):
@@ -291,7 +299,11 @@ class ZMQInteractiveShell(InteractiveShell):
             _drop_kernel_frames((sys.exc_info() if exc_tuple is None else exc_tuple)[2])
         return super().showtraceback(exc_tuple, *args, **kwargs)
 
+    keepkernel_on_exit = None  # ipykernel's attribute (exit(keep_kernel=...) is passed per call here)
+    _last_traceback = None  # the last traceback shown, as ipykernel keeps it
+
     def _showtraceback(self, etype, evalue, stb):
+        self._last_traceback = stb
         if getattr(KernelDisplayHook._local, "result", None) is not None:
             self.failed_without_raising = True  # a formatter raised while the cell's result was built
         self.last_error = {"ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),

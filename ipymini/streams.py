@@ -56,8 +56,8 @@ class KernelStream(io.TextIOBase):
         self._iopub = iopub
         self._fileno = fileno
 
-    encoding = "utf-8"
-    errors = "strict"
+    encoding = "UTF-8"  # as ipykernel's streams say
+    errors = None
 
     def writable(self) -> bool:
         return True
