@@ -275,3 +275,16 @@ def test_interrupting_asyncio_run(kernel):
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     msgs = kernel.run_ok("asyncio.run(asyncio.sleep(0, 'fine'))")
     assert of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"] == "'fine'"
+
+
+def test_kernel_magics(kernel, tmp_path):
+    text = stream_text(kernel.run_ok("%connect_info"))
+    info = json.loads(text[:text.index("\n\n")])
+    assert info["shell_port"] == kernel.km.shell_port and "key" in info
+    (tmp_path / "notes.txt").write_text("line one\nline two\n")
+    reply, _ = kernel.execute(f"%less {tmp_path / 'notes.txt'}")
+    assert reply["content"]["payload"][0]["data"]["text/plain"] == "line one\nline two\n"
+    out = stream_text(kernel.run_ok("%subshell"))
+    assert "subshell id: None" in out and "subshell list: []" in out
+    msgs = kernel.run_ok("%autosave 0")
+    assert stream_text(msgs) == "Autosave disabled\n"
