@@ -21,6 +21,7 @@ from IPython.core import page, payloadpage
 
 from .completion import Completer
 from .shell import KernelShell
+from .subshells import calls_user_code
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
 
@@ -102,6 +103,7 @@ class Bridge:
 
     # -- execution --
 
+    @calls_user_code  # an interrupt may land in the cell, never in this function itself
     async def execute(self, code: str, silent: bool, store_history: bool, worker, cell_id=None,
                       cell_meta=None) -> dict:
         """Run one cell; returns the reply content's status part (status, and the error when it failed)."""

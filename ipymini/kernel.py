@@ -29,7 +29,7 @@ from .messages import Request, problem_with
 from .routing import parent_request
 from .streams import KernelStream
 from .stdin import StdinBroker
-from .subshells import ShellWorker, SubshellManager, subshell_history
+from .subshells import ShellWorker, SubshellManager, calls_user_code, subshell_history
 from .transport import Transport
 from .wire import Wire
 
@@ -103,6 +103,7 @@ class Kernel:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @calls_user_code  # an async cell's task runs from this loop
     def run(self) -> int:
         """Serve until a shutdown request; returns the process exit code."""
         routing.install_context_propagation()

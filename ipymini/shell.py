@@ -23,7 +23,7 @@ from traitlets import Any, Type
 
 from .cellfile import cell_filename
 from .routing import parent_request
-from .subshells import KERNEL_DIR
+from .subshells import KERNEL_DIR, calls_user_code
 
 
 def _subshell_worker():
@@ -230,6 +230,7 @@ class KernelShell(InteractiveShell):
         self.payload_manager.write_payload(
             {"source": "set_next_input", "text": text, "replace": replace})
 
+    @calls_user_code  # the interrupt must reach IPython's wait for the command
     def system_piped(self, cmd):
         """`!cmd`: IPython stops the command on an interrupt and carries on; the kernel ends the cell."""
         kernel = self.kernel
