@@ -239,7 +239,7 @@ class Kernel:
             if handler is None:
                 self._refuse(req, problem)
             elif req.msg_type == "execute_request" and req.seq <= worker.abort_through:
-                self.send_reply(req, {"status": "aborted"}, metadata={"status": "aborted"})
+                self._send_aborted(req)
             else:
                 try:
                     result = handler(req)
@@ -252,6 +252,16 @@ class Kernel:
             self.bridge.after_request()
         finally:
             routing.current_request.reset(token)
+
+    def answer_aborted(self, req: Request) -> None:
+        """A shell request that will never run (its subshell was deleted): busy, `aborted`, idle."""
+        self._publish_status("busy", req)
+        self._send_aborted(req)
+        self._publish_status("idle", req)
+
+    def _send_aborted(self, req: Request) -> None:
+        if req.msg_type.endswith("_request"):
+            self.send_reply(req, {"status": "aborted"}, metadata={"status": "aborted"})
 
     def _refuse_unknown_subshell(self, req: Request) -> None:
         """Sockets' lock held: a shell request for a subshell that does not exist gets an error reply."""

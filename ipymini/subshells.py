@@ -218,6 +218,13 @@ class ShellWorker:
                 loop.run_until_complete(asyncio.gather(serving, return_exceptions=True))
             except BaseException:
                 pass
+            # deleted: no request can reach this worker any more (see SubshellManager.delete), and
+            # the ones that got here still get their one reply and idle
+            while self.pending:
+                try:
+                    self.kernel.answer_aborted(self.pending.popleft())
+                except Exception:
+                    log.exception("could not answer a request of a deleted subshell")
             loop.close()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -261,7 +268,9 @@ class SubshellManager:
 
     def delete(self, subshell_id: str) -> bool:
         """Stop and forget a subshell; False if there is no such subshell."""
-        with self._lock:
+        # under the IO lock: once it is released, no request can be handed to this worker any more
+        # (requests are routed holding it), so stopping it answers every request it was given
+        with self.kernel.transport.io_thread.lock, self._lock:
             worker = self._workers.pop(subshell_id, None)
         if worker is None:
             return False
