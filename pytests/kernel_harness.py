@@ -40,13 +40,16 @@ use_repo_kernelspec()
 class KernelHarness:
     """A running ipymini kernel and a client connected to it."""
 
-    def __init__(self, extra_args: list[str] | None = None, env: dict | None = None, **km_kwargs):
+    def __init__(self, extra_args: list[str] | None = None, env: dict | None = None, stderr=None,
+                 **km_kwargs):
         self.km = KernelManager(kernel_name=KERNEL_NAME, **km_kwargs)
         kw = {}
         if extra_args:
             kw["extra_arguments"] = extra_args
         if env is not None:
             kw["env"] = {**os.environ, **env}
+        if stderr is not None:
+            kw["stderr"] = stderr  # a file: the kernel's log, for tests that inspect it
         self.km.start_kernel(**kw)
         self.kc = self.km.client()
         self.kc.start_channels()
