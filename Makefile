@@ -36,6 +36,7 @@ bench: $(VENV)/.test-deps
 # then the memory of 20,000 display cells against ipykernel (bench/memory.py)
 soak: $(VENV)/.test-deps
 	$(BIN)/python pytests/chaos.py --requests 100000 --clients 4
+	$(BIN)/python bench/memory.py --cells 20000
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
