@@ -53,7 +53,7 @@ class Client(threading.Thread):
     """One client: its own session and sockets, used only from this thread."""
 
     def __init__(self, name: str, conn: dict, seed: int, requests: int, inflight: int = 6,
-                 interrupts: bool = True, stop: threading.Event | None = None):
+                 interrupts: bool = True, stop: threading.Event | None = None, stall: float = 0):
         super().__init__(name=f"chaos-{name}", daemon=True)
         self.tag = name
         self.conn = conn
@@ -72,6 +72,7 @@ class Client(threading.Thread):
         self.counter = 0
         self.statuses: dict[str, int] = {}
         self.probes: set = set()
+        self.stall = stall  # once, a third of the way in: stop reading everything for this long
         self.subscribed = False
 
     # -- sockets (this thread only) --
@@ -136,6 +137,8 @@ class Client(threading.Thread):
             self._connect()
             self._wait_for_iopub()
             while not self.stop_flag.is_set() and self.sent < self.budget:
+                if self.stall and self.sent >= self.budget // 3:
+                    self._stall()
                 while self._shell_inflight() < self.inflight and self.sent < self.budget:
                     self._act()
                 self._pump(0.01)
@@ -148,6 +151,24 @@ class Client(threading.Thread):
                 self._close()
             except Exception:
                 pass
+
+    def _stall(self) -> None:
+        """A client that stops reading (a laptop asleep): with nothing of its own pending, it reads
+        nothing for `stall` seconds; the kernel must keep serving the others. What reached it
+        meanwhile is incomplete by design (past IPYMINI_IOPUB_STALL_TIMEOUT it misses messages), so
+        it is discarded; everything it asks afterwards must again be whole."""
+        self._drain_until(set(self.pending), STUCK_AFTER)
+        time.sleep(self.stall)
+        self.stall = 0
+        quiet = time.monotonic() + 1.0
+        while time.monotonic() < quiet:
+            if self.iopub.poll(100):
+                while True:
+                    try:
+                        self.iopub.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                quiet = time.monotonic() + 1.0
 
     def _shell_inflight(self) -> int:
         return sum(1 for p in self.pending.values() if p.channel == "shell")
@@ -305,13 +326,13 @@ def rss_mb(pid: int) -> float:
 
 
 def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, interrupts: bool = True,
-              report=None) -> dict:
+              report=None, stall: float = 0) -> dict:
     """Run `clients` chaos clients against a running kernel until each sent its share of `requests`;
     returns figures and the list of invariant violations."""
     stop = threading.Event()
     share = max(1, requests // clients)
-    workers = [Client(f"c{i}", conn, seed * 1000 + i, share, interrupts=interrupts, stop=stop)
-               for i in range(clients)]
+    workers = [Client(f"c{i}", conn, seed * 1000 + i, share, interrupts=interrupts, stop=stop,
+                      stall=stall if i == 0 else 0) for i in range(clients)]
     start, rss0 = time.monotonic(), rss_mb(pid)
     peak = rss0
     for w in workers:
@@ -339,6 +360,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-interrupts", action="store_true")
+    parser.add_argument("--stall", type=float, default=60, help="seconds one client stops reading")
     args = parser.parse_args()
     use_repo_kernelspec()
     from jupyter_client.manager import KernelManager
@@ -349,7 +371,8 @@ def main() -> int:
         pid = km.provisioner.process.pid
         time.sleep(1)
         figures = run_chaos(km.get_connection_info(), pid, args.seed, args.clients, args.requests,
-                            interrupts=not args.no_interrupts, report=lambda s: print(s, flush=True))
+                            interrupts=not args.no_interrupts, report=lambda s: print(s, flush=True),
+                            stall=args.stall)
         alive = km.is_alive()
     finally:
         km.shutdown_kernel(now=True)
