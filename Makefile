@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-core test-e2e bench install clean
+.PHONY: run test test-core test-e2e bench soak install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test-e2e: $(VENV)/.test-deps
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python bench/run.py
+
+# issue 16: 100,000 requests from 4 chaos clients at once (interrupts, stdin, subshell churn, floods);
+# then the memory of 20,000 display cells against ipykernel (bench/memory.py)
+soak: $(VENV)/.test-deps
+	$(BIN)/python pytests/chaos.py --requests 100000 --clients 4
+	$(BIN)/python bench/memory.py --cells 20000
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

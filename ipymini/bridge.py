@@ -23,6 +23,7 @@ from .cell_asyncio import sync_cell
 from .completion import Completer
 from .ipykernel_api import present_as_ipykernel
 from .shell import ZMQInteractiveShell
+from .subshells import calls_user_code
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
 WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is warmed (warm_tracebacks)
@@ -114,6 +115,7 @@ class Bridge:
 
     # -- execution --
 
+    @calls_user_code  # an interrupt may land in the cell, never in this function itself
     async def execute(self, code: str, silent: bool, store_history: bool, worker, cell_id=None,
                       cell_meta=None) -> dict:
         """Run one cell; returns the reply content's status part (status, and the error when it failed)."""

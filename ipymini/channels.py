@@ -301,7 +301,13 @@ class ChannelThread(threading.Thread):
         if self.iopub_socket is not None:
             self._greet_subscribers()
 
+    def _check_holder(self) -> None:
+        # every socket operation happens under the lock, by the thread recorded as holding it
+        if self.lock_holder != threading.get_ident():
+            log.error("BUG: %s sockets used by a thread that does not hold their lock", self.name)
+
     def _send_ready(self, timers: bool = False) -> None:
+        self._check_holder()
         self._send_outbox()
         if self.iopub is not None:
             self._send_iopub(timers)
@@ -324,6 +330,7 @@ class ChannelThread(threading.Thread):
 
     def _receive(self, sock, channel: str, limit: int = 64) -> bool:
         """Receive up to `limit` messages; True if it stopped at the limit."""
+        self._check_holder()
         for _ in range(limit):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)

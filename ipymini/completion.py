@@ -27,10 +27,16 @@ import threading
 import time
 import warnings
 
+from .subshells import calls_user_code, in_kernel_code
+
 log = logging.getLogger("ipymini")
 
 JEDI_SHARE = 2 / 3  # of the budget, when jedi is on; the rest is for the non-jedi fallback
 TICK = 0.02  # once the budget is spent, the timeout is raised again this often (seconds)
+# one completion at a time: IPython's completer is one object for every shell (use_jedi is toggled
+# below) and warnings.catch_warnings changes process-wide filters (two at once on subshells restored
+# each other's and turned IPython's provisional-API warning into an error reply)
+_completing = threading.Lock()
 
 
 class CompletionTimeout(KeyboardInterrupt):
@@ -56,6 +62,7 @@ class Completer:
             shell.Completer.use_jedi = use_jedi
         self.experimental = _env_flag("IPYMINI_EXPERIMENTAL_COMPLETIONS") is not False
         _cache_module_lists()
+        _save_jedi_cache_whole()
         try:
             self.budget = max(0.0, float(os.environ.get("IPYMINI_COMPLETION_TIMEOUT", "1.5")))
         except ValueError:
@@ -67,8 +74,13 @@ class Completer:
         if cursor_pos is None:
             cursor_pos = len(code)
         cursor_pos = max(0, min(int(cursor_pos), len(code)))
-        ipc = self.shell.Completer
         completions: list = []
+        with _completing:
+            self._complete_into(code, cursor_pos, completions)
+        return self._reply(code, cursor_pos, completions)
+
+    def _complete_into(self, code: str, cursor_pos: int, completions: list) -> None:
+        ipc = self.shell.Completer
         try:
             if ipc.use_jedi and self.budget:
                 timed_out = self._collect(code, cursor_pos, self.budget * JEDI_SHARE, completions)
@@ -82,8 +94,8 @@ class Completer:
                 self._collect(code, cursor_pos, self.budget, completions)
         except CompletionTimeout:  # a late alarm while the timer was being disarmed
             pass
-        return self._reply(code, cursor_pos, completions)
 
+    @calls_user_code
     def _collect(self, code: str, cursor_pos: int, budget: float, out: list) -> bool:
         """Append IPython's completions to `out` until done or out of time; returns whether time ran out."""
         from IPython.core.completer import provisionalcompleter
@@ -145,6 +157,7 @@ def _cache_module_lists() -> None:
         return
     cache: dict = {}
 
+    @calls_user_code  # the completion budget may cut a slow directory walk
     def module_list(path: str) -> list:
         try:
             stamp = os.stat(path or ".").st_mtime_ns
@@ -161,6 +174,37 @@ def _cache_module_lists() -> None:
     completerlib.module_list = module_list
 
 
+def _save_jedi_cache_whole() -> None:
+    """jedi (parso) pickles each parsed module into ~/.cache, writing the file in place. A completion
+    budget's alarm landing mid-write, or two kernels writing at once, left a truncated file, and from
+    then on every completion in every kernel came back empty (parso's load fails, IPython hides it).
+    Saving goes through here instead: whole files only (a temporary file renamed over the old one),
+    and being the kernel's own code, the budget's alarm never lands in it."""
+    try:
+        import pickle
+
+        from parso import cache
+        hashed_path = cache._get_hashed_path
+        if getattr(cache._save_to_file_system, "_ipymini", False):
+            return
+    except (ImportError, AttributeError):
+        return
+
+    def save(hashed_grammar, path, item, cache_path=None):
+        target = hashed_path(hashed_grammar, path, cache_path=cache_path)
+        partial = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(partial, "wb") as f:
+                pickle.dump(item, f, pickle.HIGHEST_PROTOCOL)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+
+    save._ipymini = True
+    cache._save_to_file_system = save
+
+
 class _Timer:
     """A SIGALRM budget for code on the main thread (restores whatever alarm was set before)."""
 
@@ -170,7 +214,8 @@ class _Timer:
         self.armed = False
 
     def _on_alarm(self, signum, frame):
-        if self.armed:
+        # never inside the kernel's own code (a print from a matcher): the next tick tries again
+        if self.armed and not in_kernel_code(frame):
             self.fired = True
             raise CompletionTimeout
 

@@ -18,6 +18,8 @@ import os
 import select
 import threading
 
+from .subshells import calls_user_code
+
 log = logging.getLogger("ipymini")
 
 
@@ -59,11 +61,13 @@ class FDCapture:
         system, wait = os.system, subprocess.Popen.wait
         capture = self
 
+        @calls_user_code  # an interrupt may stop the wait, never the drain
         def system_then_drain(command):
             status = system(command)
             capture.drain(blocking=True)
             return status
 
+        @calls_user_code
         def wait_then_drain(self, timeout=None):
             status = wait(self, timeout)
             capture.drain(blocking=True)

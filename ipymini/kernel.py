@@ -30,7 +30,7 @@ from .messages import Request, problem_with
 from .routing import parent_request
 from .streams import KernelStream
 from .stdin import StdinBroker
-from .subshells import ShellWorker, SubshellManager, subshell_history
+from .subshells import ShellWorker, SubshellManager, calls_user_code, subshell_history
 from .transport import Transport
 from .wire import Wire, now_iso
 
@@ -106,6 +106,7 @@ class Kernel(IPyKernelAPI):
 
     # ------------------------------------------------------------------ lifecycle
 
+    @calls_user_code  # an async cell's task runs from this loop
     def run(self) -> int:
         """Serve until a shutdown request; returns the process exit code."""
         routing.install_context_propagation()
@@ -257,8 +258,7 @@ class Kernel(IPyKernelAPI):
             if handler is None:
                 self._refuse(req, problem)
             elif req.msg_type == "execute_request" and req.seq <= worker.abort_through:
-                self.send_reply(req, {"status": "aborted"},
-                                metadata=self._execute_metadata(now_iso(), "aborted"))
+                self._send_aborted(req)
             else:
                 try:
                     result = handler(req)
@@ -271,6 +271,17 @@ class Kernel(IPyKernelAPI):
             self.bridge.after_request()
         finally:
             routing.current_request.reset(token)
+
+    def answer_aborted(self, req: Request) -> None:
+        """A shell request that will never run (its subshell was deleted): busy, `aborted`, idle."""
+        self._publish_status("busy", req)
+        self._send_aborted(req)
+        self._publish_status("idle", req)
+
+    def _send_aborted(self, req: Request) -> None:
+        if req.msg_type.endswith("_request"):
+            self.send_reply(req, {"status": "aborted"},
+                            metadata=self._execute_metadata(now_iso(), "aborted"))
 
     def _refuse_unknown_subshell(self, req: Request) -> None:
         """Sockets' lock held: a shell request for a subshell that does not exist gets an error reply."""

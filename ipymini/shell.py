@@ -24,7 +24,7 @@ from traitlets import Any, Type
 from .cellfile import cell_filename
 from . import routing
 from .routing import parent_request
-from .subshells import KERNEL_DIR
+from .subshells import KERNEL_DIR, calls_user_code
 
 
 def _subshell_worker():
@@ -49,11 +49,35 @@ class KernelDisplayHook(DisplayHook):
 
     def update_user_ns(self, result):
         if _subshell_worker() is None:  # subshells leave the parent's Out, _ and _N alone
+            out = self.shell.user_ns.get("_oh")
+            before = len(out) if isinstance(out, dict) else None
             super().update_user_ns(result)
+            if before is not None and len(out) <= before:  # IPython culled its output cache
+                self._forget_culled_results(out)
+
+    def _forget_culled_results(self, out):
+        """IPython's cull drops old `_N` from the namespace but not from `user_ns_hidden`, which so
+        kept every result of the session alive (~1 KB a cell for a 100-item list)."""
+        hidden = self.shell.user_ns_hidden
+        for name in [n for n in hidden if n[:1] == "_" and n[1:].isdigit() and int(n[1:]) not in out]:
+            del hidden[name]
 
     def log_output(self, format_dict):
         if _subshell_worker() is None:
             super().log_output(format_dict)
+            self._forget_old_outputs()
+
+    def _forget_old_outputs(self):
+        """IPython keeps every result's format data (for `%notebook`, `%history -o`) for the whole
+        session, ~1 KB a cell that grew without bound; keep the last `cache_size` cells', as `Out`."""
+        hm = self.shell.history_manager
+        oldest = self.prompt_count - (self.cache_size or 1000)
+        for store in (hm.outputs, hm.output_hist_reprs):
+            while store:
+                first = next(iter(store))
+                if first > oldest:
+                    break
+                del store[first]
 
     def write_format_data(self, format_dict, md_dict=None):
         self._local.result["data"] = format_dict
@@ -274,6 +298,7 @@ class ZMQInteractiveShell(InteractiveShell):
         self.payload_manager.write_payload(
             {"source": "set_next_input", "text": text, "replace": replace})
 
+    @calls_user_code  # the interrupt must reach IPython's wait for the command
     def system_piped(self, cmd):
         """`!cmd`: IPython stops the command on an interrupt and carries on; the kernel ends the cell."""
         kernel = self.kernel

@@ -31,6 +31,7 @@ KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 _INTERRUPTIBLE: set = set()
+_CALLS_USER_CODE: set = set()
 INPUT_INTERRUPTED = object()  # put in an input() waiter to end the wait with KeyboardInterrupt
 
 
@@ -40,11 +41,30 @@ def interruptible(func):
     return func
 
 
+def calls_user_code(func):
+    """Mark a kernel function that calls into user code (IPython running a cell, the completer): an
+    asynchronous exception may land in what it calls, though never in kernel code called from there."""
+    _CALLS_USER_CODE.add(func.__code__)
+    return func
+
+
 def in_kernel_code(frame) -> bool:
-    """Whether `frame` runs ipymini's own code, where an interrupt must not land (it could break
-    the invariants of the output queue or a wake-up)."""
-    return (frame is not None and frame.f_code.co_filename.startswith(KERNEL_DIR)
-            and frame.f_code not in _INTERRUPTIBLE)
+    """Whether an asynchronous exception (an interrupt, a completion timeout) raised in `frame` could
+    land in ipymini's own code and break its invariants: a lock taken and not yet inside its `try`
+    (leaked, the IO lock wedged every shell forever), a flag set before the wake-up it stands for.
+
+    True if `frame` is kernel code, or if walking out through its callers (library code: asyncio,
+    threading, pyzmq) reaches kernel code before a function marked `calls_user_code`; user code
+    (a cell, a repr, a `__dir__`) that kernel code calls back into (print, display) counts as kernel."""
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if code in _INTERRUPTIBLE:
+            return False
+        if code.co_filename.startswith(KERNEL_DIR):
+            return f is frame or code not in _CALLS_USER_CODE
+        f = f.f_back
+    return False
 
 
 class ShellWorker:
@@ -200,6 +220,13 @@ class ShellWorker:
                 loop.run_until_complete(asyncio.gather(serving, return_exceptions=True))
             except BaseException:
                 pass
+            # deleted: no request can reach this worker any more (see SubshellManager.delete), and
+            # the ones that got here still get their one reply and idle
+            while self.pending:
+                try:
+                    self.kernel.answer_aborted(self.pending.popleft())
+                except Exception:
+                    log.exception("could not answer a request of a deleted subshell")
             loop.close()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -243,7 +270,9 @@ class SubshellManager:
 
     def delete(self, subshell_id: str) -> bool:
         """Stop and forget a subshell; False if there is no such subshell."""
-        with self._lock:
+        # under the IO lock: once it is released, no request can be handed to this worker any more
+        # (requests are routed holding it), so stopping it answers every request it was given
+        with self.kernel.transport.io_thread.lock, self._lock:
             worker = self._workers.pop(subshell_id, None)
         if worker is None:
             return False

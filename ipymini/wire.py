@@ -20,8 +20,10 @@ import logging
 import math
 import numbers
 import os
+import threading
 import uuid
 from binascii import b2a_base64
+from collections import deque
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
 
@@ -31,6 +33,7 @@ log = logging.getLogger("ipymini")
 
 DELIM = b"<IDS|MSG>"
 MIN_FRAMES = 5  # signature, header, parent_header, metadata, content
+REPLAY_MEMORY = 1 << 16  # signatures remembered for replay refusal (about 10 MB at most)
 
 
 def now_iso() -> str:
@@ -118,7 +121,12 @@ class Wire:
         self.username = username
         self._id_prefix = f"{self.session_id}_{os.getpid()}_"
         self._counter = itertools.count()  # next() is atomic: ids stay unique across threads
-        self.seen_signatures: set = set()  # refuses a replayed message for the kernel's lifetime
+        # replay refusal: the signatures of the last REPLAY_MEMORY messages received (bounded memory
+        # over a long session; an older message replayed is accepted again, as jupyter_client's
+        # Session, which keeps 2**16 and culls at random, may also accept)
+        self.seen_signatures: set = set()
+        self._seen_order: deque = deque()
+        self._seen_lock = threading.Lock()  # shell, control and stdin are read on different threads
 
     # -- building --
 
@@ -176,6 +184,13 @@ class Wire:
         i = frames.index(DELIM)
         return frames[:i], frames[i + 1:]
 
+    def _remember(self, signature: bytes) -> None:
+        with self._seen_lock:
+            self.seen_signatures.add(signature)
+            self._seen_order.append(signature)
+            if len(self._seen_order) > REPLAY_MEMORY:
+                self.seen_signatures.discard(self._seen_order.popleft())
+
     def deserialize(self, frames: list) -> dict:
         """A verified message dict from the frames after the delimiter; ValueError if the signature is
         missing, wrong or replayed, or the message is malformed."""
@@ -189,7 +204,7 @@ class Wire:
                 raise ValueError("replayed message (duplicate signature)")
             if not hmac.compare_digest(signature, self.sign(frames[1:5])):
                 raise ValueError("invalid signature")
-            self.seen_signatures.add(signature)
+            self._remember(signature)
         header = unpack(frames[1])
         if not isinstance(header, dict) or "msg_id" not in header or "msg_type" not in header:
             raise ValueError("message header is not an object with msg_id and msg_type")

@@ -40,7 +40,7 @@ use_repo_kernelspec()
 class KernelHarness:
     """A running ipymini kernel and a client connected to it."""
 
-    def __init__(self, extra_args: list[str] | None = None, env: dict | None = None,
+    def __init__(self, extra_args: list[str] | None = None, env: dict | None = None, stderr=None,
                  kernel_name: str = KERNEL_NAME, **km_kwargs):
         self.km = KernelManager(kernel_name=kernel_name, **km_kwargs)
         kw = {}
@@ -48,6 +48,8 @@ class KernelHarness:
             kw["extra_arguments"] = extra_args
         if env is not None:
             kw["env"] = {**os.environ, **env}
+        if stderr is not None:
+            kw["stderr"] = stderr  # a file: the kernel's log, for tests that inspect it
         self.km.start_kernel(**kw)
         self.kc = self.km.client()
         self.kc.start_channels()

@@ -346,3 +346,19 @@ def test_parent_requests_keep_their_order_when_the_io_thread_starts_reading_shel
         assert stream_text(k.run_ok("print(order == list(range(150)))")) == "True\n"
     finally:
         k.stop()
+
+
+def test_deleting_a_subshell_still_answers_every_request_it_was_sent(kernel):
+    sub = create(kernel)
+    # cells that await hand the loop back between requests, so the stop lands with requests queued
+    ids = [execute(kernel, "import asyncio; await asyncio.sleep(0.1)", sub, stop_on_error=False)
+           if i % 2 else send(kernel, "kernel_info_request", {}, sub) for i in range(12)]
+    time.sleep(0.05)
+    assert control(kernel, "delete_subshell_request", {"subshell_id": sub})["status"] == "ok"
+    late = execute(kernel, "x = 'late'", sub)  # after the deletion: refused, still answered
+    replies, iopub = wait_all(kernel, ids + [late], timeout=20)
+    for msg_id in ids + [late]:
+        assert [m["content"]["execution_state"] for m in of_type(iopub[msg_id], "status")] == \
+            ["busy", "idle"]
+    assert replies[late]["content"]["ename"] == "UnknownSubshell"
+    assert {replies[i]["content"]["status"] for i in ids} <= {"ok", "aborted", "error"}

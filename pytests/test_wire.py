@@ -49,6 +49,25 @@ def test_jupyter_client_messages_verify_and_decode_here():
     assert [bytes(b) for b in got["buffers"]] == [b"\x00\x01binary"]
 
 
+def test_replay_memory_is_bounded_to_the_latest_signatures(monkeypatch):
+    """A long session must not keep every signature: the last REPLAY_MEMORY are refused if replayed,
+    older ones are forgotten (in-process; the kernel's memory over 20,000 cells is in test_memory)."""
+    from ipymini import wire as wire_module
+
+    monkeypatch.setattr(wire_module, "REPLAY_MEMORY", 4)
+    wire = Wire(KEY)
+    session = Session(key=KEY)
+    sent = [wire.split_identities(session.serialize(session.msg("kernel_info_request")))[1]
+            for _ in range(6)]
+    for rest in sent:
+        wire.deserialize(list(rest))
+    assert len(wire.seen_signatures) == 4
+    for rest in sent[2:]:
+        with pytest.raises(ValueError, match="replayed"):
+            wire.deserialize(list(rest))
+    wire.deserialize(list(sent[0]))  # forgotten: accepted again (jupyter_client's Session culls too)
+
+
 def test_bad_tampered_replayed_and_unsigned_messages_are_refused():
     wire = Wire(KEY)
     session = Session(key=KEY)
