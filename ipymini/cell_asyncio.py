@@ -82,12 +82,18 @@ def install() -> None:
     if _installed:
         return
     _installed = True
+    from .subshells import calls_user_code  # (subshells imports this module)
+
+    # each of these runs the user's coroutines: an interrupt may land in what they call
+    calls_user_code(KernelEventLoop.run_until_complete)
     run, runner_run = asyncio.run, asyncio.Runner.run
 
+    @calls_user_code
     def asyncio_run(main, **kwargs):
         with _kernel_loop_set_aside():
             return run(main, **kwargs)
 
+    @calls_user_code
     def runner_run_(self, coro, **kwargs):
         with _kernel_loop_set_aside():
             return runner_run(self, coro, **kwargs)
@@ -95,10 +101,11 @@ def install() -> None:
     asyncio.run = asyncio.runners.run = asyncio_run
     asyncio.Runner.run = runner_run_
     for name in ("run_until_complete", "run_forever"):
-        _wrap_other_loops(name, getattr(asyncio.BaseEventLoop, name))
+        _wrap_other_loops(name, getattr(asyncio.BaseEventLoop, name), calls_user_code)
 
 
-def _wrap_other_loops(name: str, method) -> None:
+def _wrap_other_loops(name: str, method, calls_user_code) -> None:
+    @calls_user_code
     def other_loop_method(self, *args):
         if isinstance(self, KernelEventLoop):
             return method(self, *args)

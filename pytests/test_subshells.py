@@ -360,5 +360,5 @@ def test_deleting_a_subshell_still_answers_every_request_it_was_sent(kernel):
     for msg_id in ids + [late]:
         assert [m["content"]["execution_state"] for m in of_type(iopub[msg_id], "status")] == \
             ["busy", "idle"]
-    assert replies[late]["content"]["ename"] == "UnknownSubshell"
+    assert replies[late]["content"]["ename"] == "UnknownSubshellError"
     assert {replies[i]["content"]["status"] for i in ids} <= {"ok", "aborted", "error"}
