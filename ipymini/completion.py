@@ -11,6 +11,11 @@ quietly on a KeyboardInterrupt, which `CompletionTimeout` is. The reply carries 
 With jedi on, jedi gets part of the budget; if it runs out, the rest goes to IPython's own (non-jedi)
 matchers.
 
+With jedi on, IPython takes the names of the namespace from jedi alone (its own name matcher is left
+out), so a jedi that fails, raises or comes back empty leaves `al<Tab>` with only `%alias`. The
+kernel adds IPython's own name matches for a plain name outside strings (`namespace_names`); jedi's
+entry wins where both have a name (it knows the type).
+
 Settings, read once at startup from the environment:
 - IPYMINI_USE_JEDI=0|1: override IPython's `Completer.use_jedi` (default: IPython's own setting);
 - IPYMINI_EXPERIMENTAL_COMPLETIONS=0|1: add `metadata._jupyter_types_experimental` (default 1);
@@ -56,6 +61,7 @@ class Completer:
             shell.Completer.use_jedi = use_jedi
         self.experimental = _env_flag("IPYMINI_EXPERIMENTAL_COMPLETIONS") is not False
         _cache_module_lists()
+        shell.Completer.custom_matchers.append(namespace_names(shell.Completer))
         try:
             self.budget = max(0.0, float(os.environ.get("IPYMINI_COMPLETION_TIMEOUT", "1.5")))
         except ValueError:
@@ -128,6 +134,30 @@ class Completer:
         metadata = {"_jupyter_types_experimental": experimental} if self.experimental else {}
         return {"matches": matches, "cursor_start": start, "cursor_end": end, "metadata": metadata,
                 "status": "ok"}
+
+
+def namespace_names(ipc):
+    """An IPython matcher: the user's (and builtin) names starting with a plain name being typed,
+    while jedi is on (without jedi, IPython's own python_matcher does this already)."""
+    from IPython.core.completer import SimpleCompletion, context_matcher
+
+    @context_matcher()
+    def ipymini_namespace_names(context):
+        token = context.token
+        names = []
+        if ipc.use_jedi and token.isidentifier() and not _after_dot(context.text_until_cursor, token):
+            in_string = getattr(ipc, "_is_in_string_or_comment", None)  # IPython 9's own test
+            if in_string is None or in_string(context.text_until_cursor) == (False, False):
+                names = ipc.global_matches(token)
+        return {"completions": [SimpleCompletion(text=n, type="variable") for n in names],
+                "suppress": False}
+
+    return ipymini_namespace_names
+
+
+def _after_dot(text: str, token: str) -> bool:
+    """Whether `token`, which ends `text`, is an attribute (`obj.tok`), not a name."""
+    return text[:len(text) - len(token)].rstrip().endswith(".")
 
 
 MODULE_LIST_TTL = 30.0  # seconds a sys.path directory's module list is reused while its mtime holds

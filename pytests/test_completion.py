@@ -145,3 +145,26 @@ def test_env_flag_turns_on_jedi():
         assert types.get("os") in ("module", "<unknown>")
     finally:
         k.stop()
+
+
+def test_namespace_names_whatever_jedi_does():
+    """With jedi on, IPython takes namespace names from jedi alone; the kernel adds its own, so names
+    complete when jedi is slow, fails or raises (ipykernel's `al` -> only `%alias` gap)."""
+    k = KernelHarness(env={"IPYMINI_USE_JEDI": "1", "IPYMINI_COMPLETION_TIMEOUT": "0"})
+    try:
+        k.run_ok("alpha = albert = 5")
+        c = complete(k, "al")
+        assert {"alpha", "albert", "all", "%alias"} <= set(c["matches"])
+        types = {t["text"]: t["type"] for t in c["metadata"]["_jupyter_types_experimental"]}
+        assert types["albert"] == "instance"  # jedi answered: its entry (with the type) is kept
+        # jedi broken outright: IPython drops its matcher, the names still come
+        k.run_ok("import jedi\ndef broken(*a, **k):\n    raise RuntimeError('jedi is broken')\n"
+                 "jedi.Interpreter = broken")
+        c = complete(k, "x = al")
+        assert {"alpha", "albert", "all"} <= set(c["matches"])
+        assert (c["cursor_start"], c["cursor_end"]) == (4, 6)
+        # only plain names: not attributes, not inside a string
+        assert not {"alpha", "albert"} & set(complete(k, "int.al")["matches"])
+        assert not {"alpha", "albert"} & set(complete(k, "s = 'al")["matches"])
+    finally:
+        k.stop()
