@@ -14,7 +14,10 @@ matchers.
 With jedi on, IPython takes the names of the namespace from jedi alone (its own name matcher is left
 out), so a jedi that fails, raises or comes back empty leaves `al<Tab>` with only `%alias`. The
 kernel adds IPython's own name matches for a plain name outside strings (`namespace_names`); jedi's
-entry wins where both have a name (it knows the type).
+entry wins where both have a name (it knows the type). One way jedi comes back empty for good: a
+truncated pickle in its on-disk parse cache (a write cut off by this budget or a killed process), on
+which parso raises in every later completion of that Python version; `_safe_parso_cache` makes those
+writes atomic and reads a damaged file as a miss.
 
 Settings, read once at startup from the environment:
 - IPYMINI_USE_JEDI=0|1: override IPython's `Completer.use_jedi` (default: IPython's own setting);
@@ -24,6 +27,7 @@ Settings, read once at startup from the environment:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -75,6 +79,8 @@ class Completer:
         cursor_pos = max(0, min(int(cursor_pos), len(code)))
         ipc = self.shell.Completer
         completions: list = []
+        if ipc.use_jedi:
+            _safe_parso_cache()  # (imports parso, as jedi is about to: not at startup)
         try:
             if ipc.use_jedi and self.budget:
                 timed_out = self._collect(code, cursor_pos, self.budget * JEDI_SHARE, completions)
@@ -189,6 +195,43 @@ def _cache_module_lists() -> None:
     module_list._ipymini_cached = True
     module_list.__doc__ = scan.__doc__
     completerlib.module_list = module_list
+
+
+def _safe_parso_cache() -> None:
+    """jedi keeps parsed modules (typeshed's builtins too) as pickles on disk, written in place: a
+    completion cut off by the budget (or a kernel killed) mid-write leaves a truncated file, and parso
+    raises EOFError on it in every later completion of every kernel of that Python, so jedi gives
+    nothing. Write the pickles atomically and read a damaged one as a cache miss."""
+    import pickle
+
+    try:
+        from parso import cache
+    except ImportError:
+        return
+    save, load = cache._save_to_file_system, cache._load_from_file_system
+    if getattr(save, "_ipymini", False):
+        return
+
+    def save_atomically(hashed_grammar, path, item, cache_path=None):
+        target = cache._get_hashed_path(hashed_grammar, path, cache_path=cache_path)
+        tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                pickle.dump(item, f, pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def load_or_miss(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        except (EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+            return None
+
+    save_atomically._ipymini = True
+    cache._save_to_file_system, cache._load_from_file_system = save_atomically, load_or_miss
 
 
 class _Timer:
