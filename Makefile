@@ -1,6 +1,6 @@
 # ipymini: `make run` opens the kernel in jupyter console; `make test` runs the whole suite.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 

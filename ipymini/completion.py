@@ -11,6 +11,14 @@ quietly on a KeyboardInterrupt, which `CompletionTimeout` is. The reply carries 
 With jedi on, jedi gets part of the budget; if it runs out, the rest goes to IPython's own (non-jedi)
 matchers.
 
+With jedi on, IPython takes the names of the namespace from jedi alone (its own name matcher is left
+out), so a jedi that fails, raises or comes back empty leaves `al<Tab>` with only `%alias`. The
+kernel adds IPython's own name matches for a plain name outside strings (`namespace_names`); jedi's
+entry wins where both have a name (it knows the type). One way jedi comes back empty for good: a
+truncated pickle in its on-disk parse cache (a write cut off by this budget or a killed process), on
+which parso raises in every later completion of that Python version; `_safe_parso_cache` makes those
+writes atomic and reads a damaged file as a miss.
+
 Settings, read once at startup from the environment:
 - IPYMINI_USE_JEDI=0|1: override IPython's `Completer.use_jedi` (default: IPython's own setting);
 - IPYMINI_EXPERIMENTAL_COMPLETIONS=0|1: add `metadata._jupyter_types_experimental` (default 1);
@@ -19,6 +27,7 @@ Settings, read once at startup from the environment:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -62,7 +71,7 @@ class Completer:
             shell.Completer.use_jedi = use_jedi
         self.experimental = _env_flag("IPYMINI_EXPERIMENTAL_COMPLETIONS") is not False
         _cache_module_lists()
-        _save_jedi_cache_whole()
+        shell.Completer.custom_matchers.append(namespace_names(shell.Completer))
         try:
             self.budget = max(0.0, float(os.environ.get("IPYMINI_COMPLETION_TIMEOUT", "1.5")))
         except ValueError:
@@ -81,6 +90,8 @@ class Completer:
 
     def _complete_into(self, code: str, cursor_pos: int, completions: list) -> None:
         ipc = self.shell.Completer
+        if ipc.use_jedi:
+            _safe_parso_cache()  # (imports parso, as jedi is about to: not at startup)
         try:
             if ipc.use_jedi and self.budget:
                 timed_out = self._collect(code, cursor_pos, self.budget * JEDI_SHARE, completions)
@@ -142,6 +153,30 @@ class Completer:
                 "status": "ok"}
 
 
+def namespace_names(ipc):
+    """An IPython matcher: the user's (and builtin) names starting with a plain name being typed,
+    while jedi is on (without jedi, IPython's own python_matcher does this already)."""
+    from IPython.core.completer import SimpleCompletion, context_matcher
+
+    @context_matcher()
+    def ipymini_namespace_names(context):
+        token = context.token
+        names = []
+        if ipc.use_jedi and token.isidentifier() and not _after_dot(context.text_until_cursor, token):
+            in_string = getattr(ipc, "_is_in_string_or_comment", None)  # IPython 9's own test
+            if in_string is None or in_string(context.text_until_cursor) == (False, False):
+                names = ipc.global_matches(token)
+        return {"completions": [SimpleCompletion(text=n, type="variable") for n in names],
+                "suppress": False}
+
+    return ipymini_namespace_names
+
+
+def _after_dot(text: str, token: str) -> bool:
+    """Whether `token`, which ends `text`, is an attribute (`obj.tok`), not a name."""
+    return text[:len(text) - len(token)].rstrip().endswith(".")
+
+
 MODULE_LIST_TTL = 30.0  # seconds a sys.path directory's module list is reused while its mtime holds
 
 
@@ -174,35 +209,41 @@ def _cache_module_lists() -> None:
     completerlib.module_list = module_list
 
 
-def _save_jedi_cache_whole() -> None:
-    """jedi (parso) pickles each parsed module into ~/.cache, writing the file in place. A completion
-    budget's alarm landing mid-write, or two kernels writing at once, left a truncated file, and from
-    then on every completion in every kernel came back empty (parso's load fails, IPython hides it).
-    Saving goes through here instead: whole files only (a temporary file renamed over the old one),
-    and being the kernel's own code, the budget's alarm never lands in it."""
-    try:
-        import pickle
+def _safe_parso_cache() -> None:
+    """jedi keeps parsed modules (typeshed's builtins too) as pickles on disk, written in place: a
+    completion cut off by the budget (or a kernel killed) mid-write leaves a truncated file, and parso
+    raises EOFError on it in every later completion of every kernel of that Python, so jedi gives
+    nothing. Write the pickles atomically and read a damaged one as a cache miss."""
+    import pickle
 
+    try:
         from parso import cache
-        hashed_path = cache._get_hashed_path
-        if getattr(cache._save_to_file_system, "_ipymini", False):
-            return
-    except (ImportError, AttributeError):
+    except ImportError:
+        return
+    save, load = cache._save_to_file_system, cache._load_from_file_system
+    if getattr(save, "_ipymini", False):
         return
 
-    def save(hashed_grammar, path, item, cache_path=None):
-        target = hashed_path(hashed_grammar, path, cache_path=cache_path)
-        partial = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+    def save_atomically(hashed_grammar, path, item, cache_path=None):
+        target = cache._get_hashed_path(hashed_grammar, path, cache_path=cache_path)
+        tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            with open(partial, "wb") as f:
+            with open(tmp, "wb") as f:
                 pickle.dump(item, f, pickle.HIGHEST_PROTOCOL)
-            os.replace(partial, target)
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
-    save._ipymini = True
-    cache._save_to_file_system = save
+    def load_or_miss(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        except (EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+            return None
+
+    save_atomically._ipymini = True
+    cache._save_to_file_system, cache._load_from_file_system = save_atomically, load_or_miss
 
 
 class _Timer:

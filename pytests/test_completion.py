@@ -51,17 +51,24 @@ def test_attribute_after_emoji(kernel):
     assert any(code[:start] + m + code[end:] == "'😀'.upper" for m in c["matches"])
 
 
-def test_experimental_types_and_signatures(kernel):
-    kernel.run_ok("def gamma_func(a, b=2): pass\ngamma_var = 3")
-    c = complete(kernel, "gamma_")
-    types = c["metadata"]["_jupyter_types_experimental"]
-    assert [t["text"] for t in types] == c["matches"]
-    by_text = {t["text"]: t for t in types}
-    assert by_text["gamma_func"]["type"] == "function"
-    assert "a" in by_text["gamma_func"]["signature"]
-    assert by_text["gamma_var"]["type"] in ("instance", "statement", "variable")
-    for t in types:
-        assert (t["start"], t["end"]) == (c["cursor_start"], c["cursor_end"])
+def test_experimental_types_and_signatures():
+    # types and signatures come from jedi: a budget it cannot run out of on a busy machine (with the
+    # default budget a slow jedi is cut off and the names come typed "variable" by IPython's matcher)
+    k = KernelHarness(env={"IPYMINI_USE_JEDI": "1", "IPYMINI_COMPLETION_TIMEOUT": "30"})
+    try:
+        k.run_ok("def gamma_func(a, b=2): pass\ngamma_var = 3")
+        complete(k, "gamma_", timeout=60)  # jedi's first run (typeshed): IPython stops typing after 0.4 s
+        c = complete(k, "gamma_", timeout=60)
+        types = c["metadata"]["_jupyter_types_experimental"]
+        assert [t["text"] for t in types] == c["matches"]
+        by_text = {t["text"]: t for t in types}
+        assert by_text["gamma_func"]["type"] == "function"
+        assert "a" in by_text["gamma_func"]["signature"]
+        assert by_text["gamma_var"]["type"] in ("instance", "statement", "variable")
+        for t in types:
+            assert (t["start"], t["end"]) == (c["cursor_start"], c["cursor_end"])
+    finally:
+        k.stop()
 
 
 def test_no_matches(kernel):
@@ -143,5 +150,40 @@ def test_env_flag_turns_on_jedi():
         assert "os" in c["matches"]
         types = {t["text"]: t["type"] for t in c["metadata"]["_jupyter_types_experimental"]}
         assert types.get("os") in ("module", "<unknown>")
+    finally:
+        k.stop()
+
+
+def test_namespace_names_whatever_jedi_does(tmp_path):
+    """With jedi on, IPython takes namespace names from jedi alone; the kernel adds its own, so names
+    complete when jedi is slow, fails or raises (ipykernel's `al` -> only `%alias` gap)."""
+    k = KernelHarness(env={"IPYMINI_USE_JEDI": "1", "IPYMINI_COMPLETION_TIMEOUT": "0"})
+    try:
+        k.run_ok("alpha = albert = 5")
+        c = complete(k, "al", timeout=60)  # no budget: jedi answers, however slow its first time is
+        assert {"alpha", "albert", "all", "%alias"} <= set(c["matches"])
+        types = {t["text"]: t["type"] for t in c["metadata"]["_jupyter_types_experimental"]}
+        assert types["albert"] == "instance"  # jedi answered: its entry (with the type) is kept
+        # jedi's on-disk parse cache damaged (a write cut off): read as a miss and written anew, whole
+        k.run_ok(f"import jedi, parso.cache, pathlib\njedi.settings.cache_directory = {str(tmp_path)!r}\n"
+                 "parso.cache.parser_cache.clear()")
+        complete(k, "al", timeout=60)
+        k.run_ok("pkls = list(pathlib.Path(jedi.settings.cache_directory).rglob('*.pkl'))\n"
+                 "assert pkls\nfor p in pkls:\n    p.write_bytes(p.read_bytes()[:100])\n"
+                 "parso.cache.parser_cache.clear()")
+        c = complete(k, "al", timeout=60)
+        types = {t["text"]: t["type"] for t in c["metadata"]["_jupyter_types_experimental"]}
+        assert types["albert"] == "instance"
+        k.run_ok("import pickle\nfor p in pathlib.Path(jedi.settings.cache_directory).rglob('*'):\n"
+                 "    assert p.suffix != '.tmp'\n    if p.suffix == '.pkl':\n        pickle.loads(p.read_bytes())")
+        # jedi broken outright: IPython drops its matcher, the names still come
+        k.run_ok("import jedi\ndef broken(*a, **k):\n    raise RuntimeError('jedi is broken')\n"
+                 "jedi.Interpreter = broken")
+        c = complete(k, "x = al")
+        assert {"alpha", "albert", "all"} <= set(c["matches"])
+        assert (c["cursor_start"], c["cursor_end"]) == (4, 6)
+        # only plain names: not attributes, not inside a string
+        assert not {"alpha", "albert"} & set(complete(k, "int.al")["matches"])
+        assert not {"alpha", "albert"} & set(complete(k, "s = 'al")["matches"])
     finally:
         k.stop()

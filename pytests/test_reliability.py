@@ -49,7 +49,12 @@ def test_curve_encrypted_session_works_and_outsiders_are_shut_out():
         assert stream_text(k.run_ok("print('secret')")) == "secret\n"
         reply, _ = k.request("kernel_info_request", {}, channel="control")
         assert reply["content"]["status"] == "ok"
-        assert k.kc.hb_channel.is_beating()
+        # the client pings every second and counts a beat only once a ping came back in time: the
+        # first ping (sent before the kernel was up, then a curve handshake) can miss on a busy machine
+        deadline = time.monotonic() + 10
+        while not k.kc.hb_channel.is_beating():
+            assert time.monotonic() < deadline, "no heartbeat within 10 s"
+            time.sleep(0.1)
         # a client that knows the HMAC key but not the server's public key gets nothing through
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.linger = 0
@@ -205,13 +210,18 @@ def test_ten_thousand_executes_in_a_row():
         first = k.execute("counter = 0")[0]["content"]["execution_count"]
         n, window = 10_000, 500
         done = threading.Event()
+        caught_up = threading.Event()  # the reader has seen the last execute's idle
+        last_id = []
 
         def read_iopub():  # a client that keeps reading iopub
             while not done.is_set():
                 try:
-                    kc.get_iopub_msg(timeout=0.2)
+                    msg = kc.get_iopub_msg(timeout=0.2)
                 except Exception:
-                    pass
+                    continue
+                if (last_id and msg["parent_header"].get("msg_id") == last_id[0]
+                        and msg["content"].get("execution_state") == "idle"):
+                    caught_up.set()
 
         reader = threading.Thread(target=read_iopub, daemon=True)
         reader.start()
@@ -221,12 +231,16 @@ def test_ten_thousand_executes_in_a_row():
         while replies < n:
             assert time.monotonic() < deadline, f"only {replies} replies"
             while sent < n and sent - replies < window:
-                kc.execute("counter += 1", reply=False)
+                msg_id = kc.execute("counter += 1", reply=False)
                 sent += 1
+                if sent == n:
+                    last_id.append(msg_id)
             msg = kc.get_shell_msg(timeout=60)
             assert msg["content"]["status"] == "ok"
             last = msg["content"]["execution_count"]
             replies += 1
+        # 40,000 iopub messages: let the reader finish them (a slow client may lag behind the replies)
+        assert caught_up.wait(120), "iopub never reached the last execute's idle"
         done.set()
         reader.join()
         assert last == first + n
