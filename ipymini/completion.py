@@ -148,6 +148,14 @@ class Completer:
             matches.append(text)
             experimental.append({"start": start, "end": end, "text": text, "type": c.type,
                                  "signature": c.signature})
+        if matches and code[start:start + 1] == "." and all(m.startswith(".") for m in matches):
+            # IPython's own attribute matcher answers `obj.na` with `.name` from the dot, jedi (and so
+            # ipykernel, which always waits for jedi) with `name` after it: the same edit, spelled
+            # one way whichever answered (jedi may have run out of its time budget)
+            start += 1
+            matches = [m[1:] for m in matches]
+            for e, text in zip(experimental, matches):
+                e.update(start=start, text=text)
         metadata = {"_jupyter_types_experimental": experimental} if self.experimental else {}
         return {"matches": matches, "cursor_start": start, "cursor_end": end, "metadata": metadata,
                 "status": "ok"}

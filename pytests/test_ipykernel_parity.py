@@ -288,3 +288,11 @@ def test_kernel_magics(kernel, tmp_path):
     assert "subshell id: None" in out and "subshell list: []" in out
     msgs = kernel.run_ok("%autosave 0")
     assert stream_text(msgs) == "Autosave disabled\n"
+
+
+def test_attribute_completion_is_spelled_as_jedi_spells_it(kernel):
+    # jedi answers `obj.na` from after the dot; IPython's own matcher (which answers when jedi runs out
+    # of its time budget) from the dot: the reply is the same either way, as from ipykernel
+    reply, _ = kernel.request("complete_request", {"code": "'abc'.up", "cursor_pos": 8})
+    c = reply["content"]
+    assert (c["cursor_start"], c["cursor_end"], c["matches"]) == (6, 8, ["upper"])
