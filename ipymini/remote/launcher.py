@@ -172,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             code = kernel.end(SHUTDOWN_GRACE)
         log.info("kernel exited with %s (%s)", code, reason[0] if reason else "by itself")
-        return 0 if reason else code
+        if reason:
+            return 0
+        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell reports it
     except BaseException:
         kernel.signal(signal.SIGTERM)
         kernel.end(0)
