@@ -59,16 +59,36 @@ def _ensure_sshd() -> None:
     assert os.path.exists(SSHD), "apt-get install openssh-server did not provide /usr/sbin/sshd"
 
 
+def _eg_base_python() -> str:
+    """The interpreter for EG's venv: EG 3.3 pins pyzmq<25, which has wheels only up to Python 3.11.
+
+    IPYMINI_EG_PYTHON wins; else this Python when it is 3.11 or older, else python3.11/python3.10 from
+    PATH. (The kernel side, launcher and ipymini, always runs on the test's own Python.)
+    """
+    if os.environ.get("IPYMINI_EG_PYTHON"):
+        return os.environ["IPYMINI_EG_PYTHON"]
+    if sys.version_info < (3, 12):
+        return sys.executable
+    for name in ("python3.11", "python3.10"):
+        found = shutil.which(name)
+        if found and subprocess.run([found, "-c", "import venv"], capture_output=True, timeout=60).returncode == 0:
+            return found
+    return sys.executable  # pip will try to build pyzmq 24 from source; the error says why if it fails
+
+
 def _ensure_eg_venv() -> Path:
-    """A venv with Enterprise Gateway, made once and kept under .venv/eg (marker: the requirement)."""
+    """A venv with Enterprise Gateway, made once and kept under .venv/eg (marker: requirement + base)."""
+    base = _eg_base_python()
     python = EG_VENV / "bin" / "python"
     marker = EG_VENV / ".ipymini-eg-installed"
-    if marker.exists() and marker.read_text() == EG_REQUIREMENT and python.exists():
+    stamp = f"{EG_REQUIREMENT} {base}"
+    if marker.exists() and marker.read_text() == stamp and python.exists():
         return python
-    if not python.exists():
-        _run([sys.executable, "-m", "venv", str(EG_VENV)], timeout=300)
+    if EG_VENV.exists():
+        shutil.rmtree(EG_VENV)
+    _run([base, "-m", "venv", str(EG_VENV)], timeout=300)
     _run([str(python), "-m", "pip", "install", "-q", EG_REQUIREMENT], timeout=1200)
-    marker.write_text(EG_REQUIREMENT)
+    marker.write_text(stamp)
     return python
 
 
