@@ -145,7 +145,8 @@ def eg(sshd, tmp_path_factory):
     logs = tmp / "kernel-logs"
     logs.mkdir()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "SSH_AUTH_SOCK", "JUPYTER_PATH")}
+           # EG exports its whole environment into the remote command: no SSH_* of ours over sshd's
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "JUPYTER_PATH") and not k.startswith("SSH_")}
     env.update(HOME=str(home), JUPYTER_PATH=str(tmp / "share"), JUPYTER_DATA_DIR=str(tmp / "data"),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                EG_SSH_PORT=str(ssh_port), EG_REMOTE_USER=getpass.getuser(), EG_RESPONSE_IP="127.0.0.1",
@@ -180,8 +181,9 @@ def _kernel_pid(ws: gh.KernelSocket) -> int:
     return int(gh.result_text(iopub))
 
 
-def test_kernel_over_ssh_execute_interrupt_restart_shutdown(eg):
+def test_kernel_over_ssh_execute_interrupt_restart_shutdown(eg, sshd):
     base, logs = eg
+    ssh_port = sshd[0]
     rest = gh.Rest(base, TOKEN)
     t0 = time.monotonic()
     status, kernel = rest("POST", "/api/kernels", {"name": KERNEL_NAME,
@@ -203,7 +205,8 @@ def test_kernel_over_ssh_execute_interrupt_restart_shutdown(eg):
             assert gh.result_text(iopub) == "42"
             pid = _kernel_pid(ws)
             env = gh.process_environ(pid)
-            assert b"SSH_CONNECTION" in env, "the kernel was not started through SSH"
+            ssh_connection = env.get(b"SSH_CONNECTION", b"").split()
+            assert ssh_connection[-1:] == [str(ssh_port).encode()], "the kernel was not started through our sshd"
             assert env[b"KERNEL_ID"].decode() == kid
             launcher = [p for p, cmd in gh.processes_matching(f"--kernel-id {kid}") if "ipymini.remote" in cmd]
             assert len(launcher) == 1, gh.processes_matching(kid)
