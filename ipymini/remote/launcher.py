@@ -151,7 +151,12 @@ def run(args: argparse.Namespace) -> int:
         reason.append(why)
         stop.set()
 
-    kernel = KernelProcess(path, args.kernel_args)
+    try:
+        kernel = KernelProcess(path, args.kernel_args)
+    except OSError:
+        comm_sock.close()
+        os.unlink(path)
+        raise
     listener = CommListener(comm_sock, kernel.signal, lambda: request_stop("shutdown"))
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, lambda *_: request_stop("sigterm"))
