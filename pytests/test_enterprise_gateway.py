@@ -28,7 +28,7 @@ import pytest
 import gateway_harness as gh
 import kernel_harness
 
-pytestmark = [pytest.mark.gateway, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.gateway, pytest.mark.timeout(1500)]  # the first run builds .venv/eg (pip)
 
 REPO = kernel_harness.REPO
 ARTIFACTS = REPO / "test-artifacts"

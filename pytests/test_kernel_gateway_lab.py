@@ -24,7 +24,7 @@ import kernel_harness
 from test_jupyterlab import (CHROMIUM_ARGS, KERNEL_READY, UI_TIMEOUT, chromium,  # noqa: F401 (fixture)
                              run_cell, wait_done, wait_idle)
 
-pytestmark = [pytest.mark.gateway, pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.gateway, pytest.mark.browser, pytest.mark.timeout(900)]  # may apt-get chromium
 
 REPO = kernel_harness.REPO
 ARTIFACTS = REPO / "test-artifacts"
