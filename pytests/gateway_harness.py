@@ -114,6 +114,7 @@ class KernelSocket:
         url = base.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels"
         self.ws = websocket.create_connection(url, header=[f"Authorization: token {token}"], timeout=timeout)
         self.session = uuid.uuid4().hex
+        self._pending: list[dict] = []  # read by wait_for_iopub, not yet handed out by recv
 
     def close(self) -> None:
         self.ws.close()
@@ -129,12 +130,30 @@ class KernelSocket:
     def recv(self, timeout: float) -> dict | None:
         import websocket
 
+        if self._pending:
+            return self._pending.pop(0)
         self.ws.settimeout(max(timeout, 0.01))
         try:
             text = self.ws.recv()
         except websocket.WebSocketTimeoutException:
             return None
         return json.loads(text) if isinstance(text, str) else None  # binary frames: buffers, unused here
+
+    def wait_for_iopub(self, msg_id: str, msg_type: str, timeout: float = 30) -> None:
+        """Wait for an iopub `msg_type` parented to `msg_id`; what is read stays for recv/collect."""
+        deadline = time.monotonic() + timeout
+        read: list[dict] = []
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                msg = self.recv(left) if left > 0 else None
+                if msg is None:
+                    raise AssertionError(f"no {msg_type} for {msg_id} within {timeout:.0f}s")
+                read.append(msg)
+                if msg.get("msg_type") == msg_type and msg.get("parent_header", {}).get("msg_id") == msg_id:
+                    return
+        finally:
+            self._pending[:0] = read
 
     def collect(self, msg_id: str, timeout: float = 30) -> tuple[dict, list[dict]]:
         """The shell reply to `msg_id` and its iopub messages through `status: idle`."""

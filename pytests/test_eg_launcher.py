@@ -68,6 +68,25 @@ def comm_request(port: int, request: dict) -> None:
         s.sendall(json.dumps(request).encode())
 
 
+def wait_started(kc, msg_id: str, timeout: float = 15) -> None:
+    """Wait until the kernel has begun executing `msg_id` (its execute_input), then a little more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
+            time.sleep(0.3)
+            return
+
+
+def shell_reply(kc, msg_id: str, timeout: float = 15) -> dict:
+    """The shell reply to `msg_id` (earlier replies, e.g. to wait_for_ready's kernel_info, skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
 def launcher_cmd(eg: FakeGateway, kernel_id: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ipymini.remote", "--RemoteProcessProxy.kernel-id", kernel_id,
             "--RemoteProcessProxy.response-address", eg.address, "--RemoteProcessProxy.public-key", eg.public_key,
@@ -117,10 +136,9 @@ def test_signals_poll_and_shutdown(launched):
     proc, info, kc = launched
     comm_request(info["comm_port"], {"signum": 0})  # EG's poll: answered by accepting, nothing sent
     msg_id = kc.execute("import time; time.sleep(30)")
-    time.sleep(0.5)
+    wait_started(kc, msg_id)  # an interrupt while idle does nothing
     comm_request(info["comm_port"], {"signum": int(signal.SIGINT)})
-    reply = kc.get_shell_msg(timeout=15)
-    assert reply["parent_header"]["msg_id"] == msg_id
+    reply = shell_reply(kc, msg_id)
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     # EG's shutdown: shutdown_request to the kernel, then {"shutdown": 1} to the launcher
     kc.shutdown()

@@ -219,7 +219,8 @@ def test_kernel_over_ssh_execute_interrupt_restart_shutdown(eg, sshd):
 
             # interrupt over REST: EG → communication port → launcher → SIGINT to the kernel's group
             msg_id = ws.send("execute_request", {"code": "import time\ntime.sleep(60)", "silent": False})
-            time.sleep(1.0)
+            ws.wait_for_iopub(msg_id, "execute_input")  # an interrupt while idle does nothing
+            time.sleep(0.3)
             t_int = time.monotonic()
             status, _ = rest("POST", f"/api/kernels/{kid}/interrupt")
             assert status == 204
