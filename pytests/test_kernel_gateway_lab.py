@@ -174,8 +174,14 @@ def test_restart(page, kernel_gateway, lab_url):
     page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="restart"] button').click()
     page.locator(".jp-Dialog .jp-mod-accept").click()
     page.locator(".jp-Dialog").wait_for(state="detached")
+    # in the browser: a fresh namespace
+    page = _page_with_restarted_kernel(page)
+    cell = run_cell(page, '"marker" in globals()')
+    expect(cell.locator(".jp-OutputArea-output")).to_have_text("False")
+    shot(page, "restart")
+    # on the gateway: a new kernel process, its child, the old one gone; checked through the Lab
+    # server's API with a client session of our own
     gh.wait_for(lambda: not gh.pid_alive(old_pid), 30, "the old kernel process to exit")
-    # through the Lab server's API, with a client session of our own: a fresh kernel on the gateway
     ws = gh.KernelSocket(lab_url, LAB_TOKEN, kernel_id)
     try:
         ws.wait_ready()
@@ -185,20 +191,15 @@ def test_restart(page, kernel_gateway, lab_url):
     finally:
         ws.close()
     assert len(_gateway_kernels(kernel_gateway)) == 1
-    # and in the browser
-    page = _page_with_restarted_kernel(page)
-    cell = run_cell(page, '"marker" in globals()')
-    expect(cell.locator(".jp-OutputArea-output")).to_have_text("False")
-    shot(page, "restart")
 
 
 def _page_with_restarted_kernel(page):
     """The notebook page once Lab shows the restarted kernel idle; see below when it does not.
 
     Behind a gateway, Lab sometimes never leaves the `unknown` status after a restart although the
-    kernel answers (the check above, through the same Lab server, passes): the Lab server's websocket
-    to the gateway for the notebook's client session stops being read (the gateway logs "WebSocket ping
-    timeout"). Seen here with ipykernel as well as ipymini; the same family as jupyterlab#8013 and
+    kernel is up: the Lab server's websocket to the gateway for the notebook's client session stops
+    being read (the gateway logs "WebSocket ping timeout"). Seen here with ipykernel as well as
+    ipymini, more often on a loaded machine; the same family as jupyterlab#8013 and
     enterprise_gateway#903. "Reconnect to Kernel" keeps that client session and did not help. After 20 s
     the test opens the notebook in a new tab (a new client session), saying so loudly.
     """
