@@ -175,8 +175,7 @@ def test_restart(page, kernel_gateway, lab_url):
     page.locator(".jp-Dialog .jp-mod-accept").click()
     page.locator(".jp-Dialog").wait_for(state="detached")
     # in the browser: a fresh namespace
-    page = _page_with_restarted_kernel(page)
-    cell = run_cell(page, '"marker" in globals()')
+    page, cell = _run_after_restart(page, '"marker" in globals()')
     expect(cell.locator(".jp-OutputArea-output")).to_have_text("False")
     shot(page, "restart")
     # on the gateway: a new kernel process, its child, the old one gone; checked through the Lab
@@ -193,30 +192,39 @@ def test_restart(page, kernel_gateway, lab_url):
     assert len(_gateway_kernels(kernel_gateway)) == 1
 
 
-def _page_with_restarted_kernel(page):
-    """The notebook page once Lab shows the restarted kernel idle; see below when it does not.
+def _run_after_restart(page, code: str):
+    """Run `code` in the notebook once the restarted kernel is back; returns (page, cell).
 
-    Behind a gateway, Lab sometimes never leaves the `unknown` status after a restart although the
-    kernel is up: the Lab server's websocket to the gateway for the notebook's client session stops
-    being read (the gateway logs "WebSocket ping timeout"). Seen here with ipykernel as well as
-    ipymini, more often on a loaded machine; the same family as jupyterlab#8013 and
-    enterprise_gateway#903. "Reconnect to Kernel" keeps that client session and did not help. After 20 s
-    the test opens the notebook in a new tab (a new client session), saying so loudly.
+    Behind a gateway, Lab sometimes does not get its connection back after a restart although the
+    kernel is up: the status stays `unknown`, or shows `idle` while a cell then stays `[*]`. The Lab
+    server's websocket to the gateway for the notebook's client session stops being read (the gateway
+    logs "WebSocket ping timeout"). Seen here with ipykernel as well as ipymini, more often on a loaded
+    machine; the same family as jupyterlab#8013 and enterprise_gateway#903. "Reconnect to Kernel" keeps
+    that client session and did not help. So: up to 20 s for the status, 20 s for the cell; if either
+    fails, the notebook is opened in a new tab (a new client session) and the cell runs there, with a
+    loud line in the output.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     t0 = time.monotonic()
     try:
         page.wait_for_function(KERNEL_READY, timeout=20_000)
-        return page
-    except PlaywrightTimeout:
+        cell = run_cell(page, code, wait=False)
+        wait_done(cell, timeout=20_000)
+        return page, cell
+    except (PlaywrightTimeout, AssertionError):
         state = page.evaluate("() => { const k = window.jupyterapp?.shell.currentWidget?.sessionContext"
                               "?.session?.kernel; return [k?.status, k?.connectionStatus]; }")
-        print(f"\n!!! Lab did not show the restarted kernel within 20 s (status {state}): upstream "
-              "gateway restart race; opening the notebook in a new tab")
+        print(f"\n!!! Lab did not get the restarted kernel back (status {state} after "
+              f"{time.monotonic() - t0:.0f}s): upstream gateway restart race; opening the notebook in a new tab")
     fresh = page.context.new_page()
     fresh.goto(page.url)
     fresh.locator(".jp-NotebookPanel").wait_for()
     wait_idle(fresh)
-    print(f"!!! the new tab showed the kernel idle {time.monotonic() - t0:.1f}s after the restart")
-    return fresh
+    # the tab shows the notebook as last saved: start from a new empty cell at the end
+    fresh.locator(".jp-Notebook .jp-Cell").last.locator(".jp-InputArea-prompt").click()
+    fresh.keyboard.press("Escape")
+    fresh.keyboard.press("b")
+    cell = run_cell(fresh, code)
+    print(f"!!! in the new tab the cell ran {time.monotonic() - t0:.1f}s after the restart")
+    return fresh, cell
