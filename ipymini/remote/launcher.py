@@ -42,7 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         at = argv.index("--")
         argv, kernel_args = argv[:at], argv[at + 1:]
     parser = argparse.ArgumentParser(prog="python -m ipymini.remote",
-                                     description="Enterprise Gateway kernel launcher for ipymini")
+                                     description="Enterprise Gateway kernel launcher for ipymini",
+                                     allow_abbrev=False)
     for name, help_text in (("kernel-id", "the kernel's id as EG knows it"),
                             ("response-address", "IP:PORT where EG waits for the connection info"),
                             ("public-key", "EG's RSA public key (base64 DER) to encrypt it with"),
