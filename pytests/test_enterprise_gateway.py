@@ -136,7 +136,7 @@ def eg(sshd, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eg")
     spec_dir = tmp / "share" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
-    spec = json.loads((REPO / "etc/enterprise-gateway/kernelspecs" / KERNEL_NAME / "kernel.json").read_text())
+    spec = json.loads((REPO / "share/enterprise-gateway/kernelspecs" / KERNEL_NAME / "kernel.json").read_text())
     # the "remote host" runs ipymini from this venv, bound to loopback only
     spec["argv"][0] = sys.executable
     spec["argv"] += ["--ip", "127.0.0.1"]
