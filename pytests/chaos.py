@@ -344,7 +344,8 @@ def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, inte
         peak = max(peak, rss_mb(pid))
         if report is not None and time.monotonic() - last > 10:
             last = time.monotonic()
-            report(f"{sum(len(w.done) for w in workers):,} answered, RSS {rss_mb(pid):.0f} MB")
+            report(f"{sum(len(w.done) for w in workers):,} answered, RSS {rss_mb(pid):.0f} MB, "
+                   f"{sum(len(w.errors) for w in workers)} violations")
     statuses: dict = {}
     for w in workers:
         for k, v in w.statuses.items():
