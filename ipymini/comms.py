@@ -25,6 +25,7 @@ from comm.base_comm import BaseComm
 from comm.base_comm import CommManager as BaseCommManager
 
 from . import routing
+from .subshells import calls_user_code
 
 log = logging.getLogger("ipymini")
 
@@ -181,6 +182,7 @@ class CommManager(BaseCommManager):
         found._closed = True
         self._run_callback(found.handle_close, msg)
 
+    @calls_user_code  # an interrupt may stop the callback, never this bookkeeping
     def _run_callback(self, fn, *args) -> bool:
         """Run user code for a comm; its exception (even an interrupt) becomes an error output."""
         kernel = self.kernel

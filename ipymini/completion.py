@@ -84,8 +84,15 @@ class Completer:
             cursor_pos = len(code)
         cursor_pos = max(0, min(int(cursor_pos), len(code)))
         completions: list = []
-        with _completing:
+        # a completion on a subshell has no alarm and may overrun its budget: never wait for it
+        # longer than our own budget (the parent shell would wait with it), answer with nothing
+        if not _completing.acquire(timeout=self.budget or -1):
+            log.warning("a completion was answered empty: another one ran past its time budget")
+            return self._reply(code, cursor_pos, completions)
+        try:
             self._complete_into(code, cursor_pos, completions)
+        finally:
+            _completing.release()
         return self._reply(code, cursor_pos, completions)
 
     def _complete_into(self, code: str, cursor_pos: int, completions: list) -> None:

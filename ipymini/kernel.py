@@ -146,6 +146,12 @@ class Kernel(IPyKernelAPI):
         the parent's sockets; its prints go to fds 1 and 2, which the parent captures into the cell."""
         self.transport.after_fork_in_child()
         self.iopub.after_fork_in_child()
+        try:  # nor run the kernel's signal handlers: a pool worker that multiprocessing terminated
+            # ran request_stop and "interrupted" the parent's cell inside itself (a stray traceback)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        except ValueError:
+            pass
         streams.after_fork_in_child()
         if self.fd_capture is not None:
             self.fd_capture.after_fork_in_child()

@@ -54,8 +54,9 @@ def in_kernel_code(frame) -> bool:
     (leaked, the IO lock wedged every shell forever), a flag set before the wake-up it stands for.
 
     True if `frame` is kernel code, or if walking out through its callers (library code: asyncio,
-    threading, pyzmq) reaches kernel code before a function marked `calls_user_code`; user code
-    (a cell, a repr, a `__dir__`) that kernel code calls back into (print, display) counts as kernel."""
+    threading, pyzmq) reaches kernel code that is not marked `calls_user_code`. So user code (a
+    cell, a repr, a `__dir__`) may be interrupted, but not the kernel code it calls (print, display),
+    and a user callback called from an unmarked kernel function counts as kernel code."""
     f = frame
     while f is not None:
         code = f.f_code

@@ -17,6 +17,8 @@ import re
 import sys
 import threading
 
+from .subshells import calls_user_code
+
 # IPython's bookkeeping: output cache (_, __, ___, _N), input cache (_i, _ii, _iii, _iN), dunders
 _MACHINERY_RE = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|__\w+__")
 _MACHINERY = frozenset({"In", "Out", "_ih", "_oh", "_dh", "exit", "quit", "get_ipython", "open",
@@ -156,6 +158,7 @@ class Transactions:
             raise UsageError("usage: %rollback [on|off]")
         print(f"Rollback on error is {'on' if self.enabled else 'off'}.")
 
+    @calls_user_code  # an interrupt must reach the cell it runs
     def transaction_magic(self, line: str, cell: str):
         """%%transaction: run this cell transactionally; if it raises, its name bindings are undone.
 

@@ -52,10 +52,14 @@ def test_completion_timeouts_leave_jedis_disk_cache_whole(tmp_path):
             assert reply["content"]["status"] == "ok"
     finally:
         budget.stop()
-    fresh = KernelHarness(env={"IPYMINI_USE_JEDI": "1", "XDG_CACHE_HOME": str(tmp_path)})
+    # no budget here: jedi parses (and saves) what `json.` needs, and answers from the cache
+    fresh = KernelHarness(env={"IPYMINI_USE_JEDI": "1", "IPYMINI_COMPLETION_TIMEOUT": "0",
+                               "XDG_CACHE_HOME": str(tmp_path)})
     try:
-        fresh.run_ok("alpha_value = 1")
-        reply, _ = fresh.request("complete_request", {"code": "alpha_", "cursor_pos": 6}, timeout=30)
+        fresh.run_ok("import json\nalpha_value = 1")
+        reply, _ = fresh.request("complete_request", {"code": "json.", "cursor_pos": 5}, timeout=60)
+        assert "dumps" in reply["content"]["matches"]
+        reply, _ = fresh.request("complete_request", {"code": "alpha_", "cursor_pos": 6}, timeout=60)
         assert "alpha_value" in reply["content"]["matches"]
     finally:
         fresh.stop()

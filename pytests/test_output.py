@@ -184,6 +184,18 @@ def test_forked_children_print_into_the_cell_and_leave_the_kernel_alone(kernel):
     assert stream_text(kernel.run_ok("print('still here')")) == "still here\n"
 
 
+def test_a_forked_child_dies_of_sigterm_like_any_process(kernel):
+    """A forked child does not run the kernel's SIGTERM handler (multiprocessing terminates its pool
+    workers with SIGTERM; with the kernel's handler a worker "interrupted" the cell inside itself)."""
+    code = (
+        "import os, signal, time\npid = os.fork()\nif pid == 0:\n"
+        "    try:\n        os.kill(os.getpid(), signal.SIGTERM); time.sleep(2)\n"
+        "    finally:\n        os._exit(3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)")
+    assert stream_text(kernel.run_ok(code, timeout=30)) == "True\n"
+
+
 def test_c_level_printf_is_captured(kernel):
     msgs = kernel.run_ok("import ctypes\nctypes.CDLL(None).printf(b'from C %d\\n', 42)")
     assert "from C 42\n" in stream_text(msgs)

@@ -126,3 +126,19 @@ def test_transactions_belong_to_their_shell_thread(kernel):
         assert values(kernel, "tx_parent, tx_child") == "1 1"
     finally:
         control(kernel, "delete_subshell_request", {"subshell_id": sub})
+
+
+def test_interrupt_reaches_a_transaction_cell(kernel):
+    """The cell inside %%transaction is user code run by the kernel's magic: an interrupt stops it."""
+    import time
+
+    msg_id = kernel.kc.execute("%%transaction\nimport time\nprint('GO', flush=True)\nwhile True:\n    pass")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        msg = kernel.kc.get_iopub_msg(timeout=10)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    kernel.km.interrupt_kernel()
+    reply = kernel.shell_reply(msg_id, timeout=10)
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    kernel.iopub_until_idle(msg_id)
