@@ -160,3 +160,15 @@ class DAPClient:
         except OSError:
             pass
         self.sock.close()
+
+
+_debugpy_found: list = []
+
+
+def debugger_available() -> bool:
+    """Whether debugpy can be imported (looked up once, without importing it)."""
+    if not _debugpy_found:
+        import importlib.util
+
+        _debugpy_found.append(importlib.util.find_spec("debugpy") is not None)
+    return _debugpy_found[0]

@@ -26,7 +26,8 @@ from .fdcapture import FDCapture, start_fd_capture
 from .interrupts import Interrupts
 from .ipykernel_api import IPyKernelAPI
 from .iopub import IOPubQueue
-from .messages import Request, problem_with
+from .dap import debugger_available
+from .messages import Request, execute_metadata, problem_with, unknown_subshell_reply
 from .routing import parent_request
 from .streams import KernelStream
 from .stdin import StdinBroker
@@ -40,17 +41,6 @@ COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 _STATUS_CONTENT = {state: f'{{"execution_state": "{state}"}}'.encode() for state in ("busy", "idle")}
 
 
-
-_debugpy_found: list = []
-
-
-def debugger_available() -> bool:
-    """Whether debugpy can be imported (looked up once, without importing it)."""
-    if not _debugpy_found:
-        import importlib.util
-
-        _debugpy_found.append(importlib.util.find_spec("debugpy") is not None)
-    return _debugpy_found[0]
 
 
 class Kernel(IPyKernelAPI):
@@ -287,7 +277,7 @@ class Kernel(IPyKernelAPI):
     def _send_aborted(self, req: Request) -> None:
         if req.msg_type.endswith("_request"):
             self.send_reply(req, {"status": "aborted"},
-                            metadata=self._execute_metadata(now_iso(), "aborted"))
+                            metadata=execute_metadata(self.ident, now_iso(), "aborted"))
 
     def _refuse_unknown_subshell(self, req: Request) -> None:
         """Sockets' lock held: a shell request for a subshell that does not exist gets an error reply."""
@@ -296,8 +286,8 @@ class Kernel(IPyKernelAPI):
             return
         self._publish_status("busy", req)
         if req.msg_type.endswith("_request"):
-            self.send_reply(req, _unknown_subshell(req.subshell_id),
-                            metadata=self._execute_metadata(now_iso(), "error"))
+            self.send_reply(req, unknown_subshell_reply(req.subshell_id),
+                            metadata=execute_metadata(self.ident, now_iso(), "error"))
         else:
             log.warning("dropped a %s for unknown subshell_id %r", req.msg_type, req.subshell_id)
         self._publish_status("idle", req)
@@ -400,7 +390,7 @@ class Kernel(IPyKernelAPI):
         reply = {**status, "execution_count": (worker.execution_count if subshell
                                                else bridge.execution_count) - 1}
         if status["status"] == "error":  # ipyparallel's field, which ipykernel still sends
-            reply["engine_info"] = {"engine_uuid": self.wire.session_id, "engine_id": -1,
+            reply["engine_info"] = {"engine_uuid": self.ident, "engine_id": self.int_id,
                                     "method": "execute"}
         expressions = c.get("user_expressions") or {}
         reply["user_expressions"] = (bridge.user_expressions(expressions)
@@ -410,15 +400,9 @@ class Kernel(IPyKernelAPI):
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
             self.transport.io_thread.sync()  # take in what the client already sent, then abort it
             worker.abort_through = worker.seq
-        self.send_reply(req, reply, metadata=self._execute_metadata(started, status["status"]))
+        self.send_reply(req, reply, metadata=execute_metadata(self.ident, started, status["status"]))
         if bridge.shell.exit_now:
             bridge.shell.exit_now = False  # `exit` asks the frontend (ask_exit payload) to close us
-
-    def _execute_metadata(self, started: str, status: str) -> dict:
-        """execute_reply metadata as ipykernel sends it: JupyterLab's cell timing reads `started`;
-        `dependencies_met` and `engine` are ipyparallel's fields."""
-        return {"started": started, "dependencies_met": True, "engine": self.wire.session_id,
-                "status": status}
 
     def _finish_output(self, req: Request) -> None:
         """Collect the cell's OS-level output and tell the user what an output budget held back."""
@@ -505,10 +489,5 @@ class Kernel(IPyKernelAPI):
         if isinstance(subshell_id, str) and self.subshells.delete(subshell_id):
             self.send_reply(req, {"status": "ok"})
         else:
-            self.send_reply(req, _unknown_subshell(subshell_id))
+            self.send_reply(req, unknown_subshell_reply(subshell_id))
 
-
-def _unknown_subshell(subshell_id) -> dict:
-    """The error reply for a subshell that does not exist (ipykernel 7.4's wording)."""
-    return {"status": "error", "ename": "UnknownSubshellError",
-            "evalue": f"Unknown subshell_id {subshell_id!r}", "traceback": []}

@@ -69,3 +69,17 @@ def problem_with(msg: dict) -> str | None:
             want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
             return f"{header['msg_type']} field {name!r} must be {want}, not {type(value).__name__}"
     return None
+
+
+# -- reply content and metadata shared by several handlers --
+
+def execute_metadata(engine: str, started: str, status: str) -> dict:
+    """execute_reply metadata as ipykernel sends it: JupyterLab's cell timing reads `started`;
+    `dependencies_met` and `engine` are ipyparallel's fields."""
+    return {"started": started, "dependencies_met": True, "engine": engine, "status": status}
+
+
+def unknown_subshell_reply(subshell_id) -> dict:
+    """The error reply for a subshell that does not exist (ipykernel 7.4's wording)."""
+    return {"status": "error", "ename": "UnknownSubshellError",
+            "evalue": f"Unknown subshell_id {subshell_id!r}", "traceback": []}
