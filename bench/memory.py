@@ -16,15 +16,10 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pytests"))
 from kernel_harness import use_repo_kernelspec  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kernels import rss_mib as rss_mb  # noqa: E402  (the benchmark's one reader of /proc)
+
 CELL = "display('x'); list(range(100))"
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_cells(kc, count: int) -> None:
