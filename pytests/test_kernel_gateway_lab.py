@@ -106,7 +106,9 @@ def page(chromium, lab_url, tmp_path_factory):  # noqa: F811
             pg.goto(f"{lab_url}/lab?token={LAB_TOKEN}")
             pg.locator('.jp-LauncherCard[title="Python 3 (ipymini)"]').first.click()
             pg.locator(".jp-NotebookPanel").wait_for()
-            wait_idle(pg)
+            # the first kernel through the gateway in a fresh clone (new venv, nothing compiled yet)
+            # once took over 30 s to come up: the first connection gets 120 s
+            pg.wait_for_function(KERNEL_READY, timeout=120_000)
             yield pg
         finally:
             context.close()
