@@ -39,7 +39,7 @@ class LeanSession:
     """The few Session methods the floor uses, done by ipymini's wire.py."""
 
     def __init__(self, key: bytes, signature_scheme: str):
-        from ipymini.wire import Wire
+        from ipymini.protocol.wire import Wire
 
         self.wire = Wire(key, signature_scheme)
 

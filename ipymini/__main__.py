@@ -9,10 +9,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _drop_working_directory()
     if argv[:1] == ["install"]:
-        from .kernelspec import main as install_main
+        from ipymini.kernelspec import main as install_main
 
         return install_main(argv[1:])
-    from .app import run_kernel
+    from ipymini.shell.app import run_kernel
 
     return run_kernel(argv)
 

@@ -16,14 +16,14 @@ import os
 import sys
 import threading
 
-from IPython.core.async_helpers import _pseudo_sync_runner
 from IPython.core import page, payloadpage
+from IPython.core.async_helpers import _pseudo_sync_runner
 
-from .cell_asyncio import sync_cell
-from .completion import Completer
-from .ipykernel_api import present_as_ipykernel
-from .shell import ZMQInteractiveShell
-from .subshells import calls_user_code
+from ipymini.scheduling.cell_asyncio import sync_cell
+from ipymini.scheduling.guard import calls_user_code
+from ipymini.shell.completion import Completer
+from ipymini.shell.ipykernel_api import present_as_ipykernel
+from ipymini.shell.zmqshell import ZMQInteractiveShell
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
 WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is warmed (warm_tracebacks)
@@ -32,7 +32,8 @@ WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is 
 def install_magics(shell, kernel, app) -> None:
     """ipykernel's kernel magics (kernel_magics.py), %rollback / %%transaction (transactions.py) and
     %checkpoint (checkpoints.py)."""
-    from . import checkpoints, kernel_magics, transactions
+    from ipymini.namespace import checkpoints, transactions
+    from ipymini.shell import kernel_magics
 
     kernel_magics.install(shell, app.connection_file, kernel.subshells.ids)
     transactions.install(shell)
@@ -297,7 +298,7 @@ def warm_tracebacks(shell) -> None:
 
     from IPython.core import ultratb
 
-    from .cellfile import tmp_prefix
+    from ipymini.debugging.cellfile import tmp_prefix
 
     name = f"{tmp_prefix()}warm-up.py"
     source = "def warm_up():\n    raise ValueError('warm-up')\nwarm_up()\n"
@@ -351,7 +352,7 @@ def kernel_info(debugger: bool) -> dict:
     """kernel_info_reply content."""
     import IPython
 
-    from . import PROTOCOL_VERSION, __version__
+    from ipymini import PROTOCOL_VERSION, __version__
 
     return {
         "status": "ok",

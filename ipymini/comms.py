@@ -24,8 +24,8 @@ import comm
 from comm.base_comm import BaseComm
 from comm.base_comm import CommManager as BaseCommManager
 
-from . import routing
-from .subshells import calls_user_code
+from ipymini.output import routing
+from ipymini.scheduling.guard import calls_user_code
 
 log = logging.getLogger("ipymini")
 

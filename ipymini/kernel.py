@@ -1,6 +1,6 @@
 """The kernel: the Jupyter protocol server, one hub between the sockets and the IPython bridge.
 
-Threads (see transport.py for who reads which socket):
+Threads (see protocol/sockets.py for who reads which socket):
 - main thread: an asyncio loop that reads shell and runs the shell worker,
   which takes shell requests in arrival order and runs them; user code runs here, so SIGINT interrupts
   it. Its replies and outputs leave from here too;
@@ -20,20 +20,24 @@ import signal
 import sys
 import traceback
 
-from . import cell_asyncio, comms, interruptible_pdb, lifecycle, routing, streams
-from .bridge import Bridge, kernel_info
-from .fdcapture import FDCapture, start_fd_capture
-from .interrupts import Interrupts
-from .ipykernel_api import IPyKernelAPI
-from .iopub import IOPubQueue
-from .dap import debugger_available
-from .messages import Request, execute_metadata, problem_with, unknown_subshell_reply
-from .routing import parent_request
-from .streams import KernelStream
-from .stdin import StdinBroker
-from .subshells import ShellWorker, SubshellManager, calls_user_code, subshell_history
-from .transport import Transport
-from .wire import Wire, now_iso
+from ipymini import comms
+from ipymini.bridge import Bridge, kernel_info
+from ipymini.debugging import interruptible_pdb
+from ipymini.debugging.dap import debugger_available
+from ipymini.output import routing, streams
+from ipymini.output.fdcapture import FDCapture, start_fd_capture
+from ipymini.output.iopub import IOPubQueue
+from ipymini.output.routing import parent_request
+from ipymini.output.streams import KernelStream
+from ipymini.protocol.messages import Request, execute_metadata, problem_with, unknown_subshell_reply
+from ipymini.protocol.sockets import KernelSockets
+from ipymini.protocol.wire import Wire, now_iso
+from ipymini.scheduling import cell_asyncio, lifecycle
+from ipymini.scheduling.guard import calls_user_code
+from ipymini.scheduling.interrupts import Interrupts
+from ipymini.scheduling.stdin import StdinBroker
+from ipymini.scheduling.workers import ShellWorker, SubshellManager, subshell_history
+from ipymini.shell.ipykernel_api import IPyKernelAPI
 
 log = logging.getLogger("ipymini")
 
@@ -52,7 +56,7 @@ class Kernel(IPyKernelAPI):
         key = conn.get("key", "")
         # refuses a replayed signature for the kernel's whole lifetime (~150 bytes per message received)
         self.wire = Wire(key, conn.get("signature_scheme", "hmac-sha256"))
-        self.transport = Transport(conn, self.wire)
+        self.sockets = KernelSockets(conn, self.wire)
         self.iopub = IOPubQueue(self.wire)
         self.bridge: Bridge | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -106,10 +110,10 @@ class Kernel(IPyKernelAPI):
         self.loop = cell_asyncio.KernelEventLoop()
         asyncio.set_event_loop(self.loop)
         self.main.attach(self.loop)
-        self.transport.start(self.iopub, self._on_io_message, self._on_control_message,
+        self.sockets.start(self.iopub, self._on_io_message, self._on_control_message,
                              on_crash=self.request_stop, flush_partials=streams.flush_on_timer,
                              flush_all=streams.flush_all)
-        self.transport.read_shell_on(self.loop, self.main)
+        self.sockets.read_shell_on(self.loop, self.main)
         sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
         self._start_output_options()
@@ -134,7 +138,7 @@ class Kernel(IPyKernelAPI):
     def _after_fork_in_child(self) -> None:
         """A process forked from the kernel (multiprocessing's fork workers, os.fork) must never use
         the parent's sockets; its prints go to fds 1 and 2, which the parent captures into the cell."""
-        self.transport.after_fork_in_child()
+        self.sockets.after_fork_in_child()
         self.iopub.after_fork_in_child()
         try:  # nor run the kernel's signal handlers: a pool worker that multiprocessing terminated
             # ran request_stop and "interrupted" the parent's cell inside itself (a stray traceback)
@@ -162,13 +166,13 @@ class Kernel(IPyKernelAPI):
         except Exception:
             log.exception("error during shutdown")
         lifecycle.stop_children()
-        self.transport.stop_reading_shell()
+        self.sockets.stop_reading_shell()
         if self.fd_capture is not None:
             streams.fd_capture = None
             self.fd_capture.stop()
         streams.flush_all()
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        self.transport.close()
+        self.sockets.close()
 
     def request_stop(self) -> None:
         """Stop serving (from any thread): interrupts a running cell, then ends the main loop."""
@@ -240,7 +244,7 @@ class Kernel(IPyKernelAPI):
     def _control_to_shell(self, req: Request) -> None:
         """On the main loop: queue a shell request that came on control (numbered under the IO
         lock, as every shell request is)."""
-        with self.transport.io_thread.lock:
+        with self.sockets.io_thread.lock:
             self.main.submit(req)
 
     async def handle_shell(self, req: Request, worker: ShellWorker) -> None:
@@ -355,7 +359,7 @@ class Kernel(IPyKernelAPI):
             if req.worker is not None:  # a shell request that came on control: its outputs first
                 streams.flush_all()
                 self.iopub.flush()
-            self.transport.send("control", frames)
+            self.sockets.send("control", frames)
         else:
             # Not sent yet: `idle` follows every shell reply and sends outputs, reply and idle in
             # order. A refusal made while receiving (the sockets' lock held) has no output of its own,
@@ -363,7 +367,7 @@ class Kernel(IPyKernelAPI):
             if not self.iopub.is_sender():
                 streams.flush_all()
             self.iopub.flush(wake=False)
-            self.transport.io_thread.send_after_iopub(req.channel, frames, wake=False)
+            self.sockets.io_thread.send_after_iopub(req.channel, frames, wake=False)
 
     # ------------------------------------------------------------------ shell handlers
 
@@ -398,7 +402,7 @@ class Kernel(IPyKernelAPI):
         reply["payload"] = bridge.take_payloads()
         self._finish_output(req)
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
-            self.transport.io_thread.sync()  # take in what the client already sent, then abort it
+            self.sockets.io_thread.sync()  # take in what the client already sent, then abort it
             worker.abort_through = worker.seq
         self.send_reply(req, reply, metadata=execute_metadata(self.ident, started, status["status"]))
         if bridge.shell.exit_now:
@@ -471,14 +475,14 @@ class Kernel(IPyKernelAPI):
                                       "success": False, "command": c.get("command", ""),
                                       "message": "debugpy is not installed", "body": {}})
                 return
-            from .debugger import Debugger
+            from ipymini.debugging.debugger import Debugger
 
             self.debugger = Debugger(self)
         self.send_reply(req, self.debugger.handle(req.content))
 
     def create_subshell_request(self, req: Request) -> None:
         subshell_id = self.subshells.create()
-        self.transport.share_shell_reading()
+        self.sockets.share_shell_reading()
         self.send_reply(req, {"status": "ok", "subshell_id": subshell_id})
 
     def list_subshell_request(self, req: Request) -> None:

@@ -170,7 +170,7 @@ def test_crash_mid_save_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
     """Unit check: a save that dies before os.replace leaves the old file and no temp file."""
     import os
 
-    from ipymini import checkpoints
+    from ipymini.namespace import checkpoints
 
     main = ModuleType("__main__")
     shell = SimpleNamespace(user_ns={"x": 1}, user_ns_hidden={}, user_module=main, config={},

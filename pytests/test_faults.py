@@ -1,6 +1,6 @@
 """Client faults: a client killed mid-flood, a client that stops reading and comes back, a restart while
 a cell prints. The kernel keeps serving the others, its memory stays bounded, and its log shows no
-socket used by a thread that does not hold it (channels.py logs that as a BUG)."""
+socket used by a thread that does not hold it (protocol/channel_thread.py logs that as a BUG)."""
 
 import json
 import subprocess

@@ -136,7 +136,7 @@ def test_usage_content_without_psutil(monkeypatch):
     import os
     import sys
 
-    from ipymini.ipykernel_api import usage_content
+    from ipymini.shell.ipykernel_api import usage_content
 
     monkeypatch.setitem(sys.modules, "psutil", None)
     content = usage_content({})

@@ -98,7 +98,7 @@ def test_snapshot_and_rollback_are_cheap():
     import time
     from types import SimpleNamespace
 
-    from ipymini.transactions import Transactions
+    from ipymini.namespace.transactions import Transactions
 
     ns = {f"v{i}": i for i in range(100_000)}
     tx = Transactions(SimpleNamespace(user_ns=ns, config={}))

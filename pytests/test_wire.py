@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 from jupyter_client.session import Session
 
-from ipymini.wire import DELIM, Wire
+from ipymini.protocol.wire import DELIM, Wire
 
 KEY = b"a-connection-key"
 
@@ -52,7 +52,7 @@ def test_jupyter_client_messages_verify_and_decode_here():
 def test_replay_memory_is_bounded_to_the_latest_signatures(monkeypatch):
     """A long session must not keep every signature: the last REPLAY_MEMORY are refused if replayed,
     older ones are forgotten (in-process; the kernel's memory over 20,000 cells is in test_memory)."""
-    from ipymini import wire as wire_module
+    from ipymini.protocol import wire as wire_module
 
     monkeypatch.setattr(wire_module, "REPLAY_MEMORY", 4)
     wire = Wire(KEY)

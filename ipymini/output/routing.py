@@ -38,7 +38,7 @@ def latest():
 def request_for(parent):
     """The request a parent given by user code stands for: a message or a header. The running
     request itself when it is that one (its output then stays in the same chunks and budget)."""
-    from .messages import Request
+    from ipymini.protocol.messages import Request
 
     header = parent.get("header", parent) if isinstance(parent, dict) else None
     if not isinstance(header, dict) or not isinstance(header.get("msg_id"), str):

@@ -11,20 +11,20 @@ import asyncio
 import sys
 import threading
 
+from IPython.core.autocall import ExitAutocall
+from IPython.core.builtin_trap import BuiltinTrap
 from IPython.core.compilerop import CachingCompiler
+from IPython.core.display_trap import DisplayTrap
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.core.autocall import ExitAutocall
-from IPython.core.builtin_trap import BuiltinTrap
-from IPython.core.display_trap import DisplayTrap
 from IPython.core.payload import PayloadManager
 from traitlets import Any, Type
 
-from .cellfile import cell_filename
-from . import routing
-from .routing import parent_request
-from .subshells import KERNEL_DIR, calls_user_code
+from ipymini.debugging.cellfile import cell_filename
+from ipymini.output import routing
+from ipymini.output.routing import parent_request
+from ipymini.scheduling.guard import KERNEL_DIR, calls_user_code
 
 
 def _subshell_worker():

@@ -15,7 +15,7 @@ import linecache
 import textwrap
 import types
 
-from . import cellfile
+from ipymini.debugging import cellfile
 
 # cell code names (IPython's, and the cell files the kernel compiles under: cellfile.py), and the
 # names given to definitions re-created from a checkpoint

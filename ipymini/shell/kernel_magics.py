@@ -80,7 +80,7 @@ def install(shell, connection_file: str, subshell_ids) -> None:
 
     def subshell(line: str = ""):
         """List the current subshells, and which one this cell runs on."""
-        from .routing import parent_request
+        from ipymini.output.routing import parent_request
 
         request = parent_request()
         worker = request.worker if request is not None else None

@@ -18,7 +18,7 @@ import io
 import os
 import threading
 
-from . import routing
+from ipymini.output import routing
 
 PUSH_BYTES = 1 << 16  # hand text to the IOPub queue once this much is buffered
 

@@ -33,12 +33,15 @@ class VariableExplorer:
     _lock = threading.Lock()
 
     def __init__(self, namespace: dict, visible):
-        from .debugger import import_debugpy
+        from ipymini.debugging.debugger import import_debugpy
 
         import_debugpy()
         from _pydevd_bundle import pydevd_frame_utils
         from _pydevd_bundle.pydevd_api import PyDevdAPI
-        from _pydevd_bundle.pydevd_suspended_frames import SuspendedFramesManager, _FramesTracker
+        from _pydevd_bundle.pydevd_suspended_frames import (
+            SuspendedFramesManager,
+            _FramesTracker,
+        )
 
         class _PyDB:  # what the tracker reads from a debugger: how to present variables
             variable_presentation = PyDevdAPI.VariablePresentation()

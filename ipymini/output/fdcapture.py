@@ -18,7 +18,7 @@ import os
 import select
 import threading
 
-from .subshells import calls_user_code
+from ipymini.scheduling.guard import calls_user_code
 
 log = logging.getLogger("ipymini")
 

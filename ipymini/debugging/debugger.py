@@ -31,8 +31,8 @@ import os
 import sys
 import threading
 
-from . import cellfile
-from .dap import DAPClient, DAPError, hide_thread
+from ipymini.debugging import cellfile
+from ipymini.debugging.dap import DAPClient, DAPError, hide_thread
 
 log = logging.getLogger("ipymini")
 
@@ -395,7 +395,7 @@ class Debugger:
 
     def explorer(self):
         if self._explorer is None:
-            from .varexplorer import VariableExplorer
+            from ipymini.debugging.varexplorer import VariableExplorer
 
             self._explorer = VariableExplorer(self.kernel.bridge.shell.user_ns, visible_name)
         return self._explorer

@@ -1,4 +1,4 @@
-"""ZMQ transport: the kernel's five sockets and the threads that serve them.
+"""The kernel's five ZMQ sockets and the threads that serve them.
 
 A ZMQ socket must never be used by two threads at once; here each group of sockets has one lock:
 - shell, stdin and iopub share the IO lock. The thread that queues a message sends it itself when the
@@ -22,7 +22,7 @@ import threading
 
 import zmq
 
-from .channels import ChannelThread
+from ipymini.protocol.channel_thread import ChannelThread
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
@@ -35,7 +35,7 @@ def bind_address(conn: dict, channel: str) -> str:
     return f"tcp://{conn['ip']}:{port}"
 
 
-class Transport:
+class KernelSockets:
     """Binds the kernel's sockets from a connection file and runs the threads that serve them."""
 
     def __init__(self, conn: dict, session):

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
 
-from . import PROTOCOL_VERSION
+from ipymini import PROTOCOL_VERSION
 
 log = logging.getLogger("ipymini")
 

@@ -12,9 +12,8 @@ import logging
 import os
 import socket
 
-from . import routing, streams
-from .import_hooks import after_import
-
+from ipymini.output import routing, streams
+from ipymini.patches import after_import
 
 IPYKERNEL_SHELL_MODULE = "ipykernel.zmqshell"
 

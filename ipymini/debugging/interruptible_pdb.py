@@ -8,7 +8,7 @@ swaps in IPython's InterruptiblePdb at startup; ipymini does the same when pdb i
 
 from __future__ import annotations
 
-from .import_hooks import after_import
+from ipymini.patches import after_import
 
 
 def make_interruptible(pdb_module) -> None:

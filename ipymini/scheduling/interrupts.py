@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 
-from .subshells import in_kernel_code
+from ipymini.scheduling.guard import in_kernel_code
 
 
 class Interrupts:

@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 
-from .subshells import calls_user_code, in_kernel_code
+from ipymini.scheduling.guard import calls_user_code, in_kernel_code
 
 log = logging.getLogger("ipymini")
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import queue
 
-from . import streams
-from .routing import parent_request
-from .subshells import INPUT_INTERRUPTED, interruptible
+from ipymini.output import streams
+from ipymini.output.routing import parent_request
+from ipymini.scheduling.guard import interruptible
 
 log = logging.getLogger("ipymini")
+
+INPUT_INTERRUPTED = object()  # put in an input() waiter to end the wait with KeyboardInterrupt
 
 
 class StdinBroker:
@@ -46,7 +48,7 @@ class StdinBroker:
         try:
             streams.flush_all()
             kernel.iopub.flush()
-            kernel.transport.io_thread.send_after_iopub("stdin",
+            kernel.sockets.io_thread.send_after_iopub("stdin",
                                                         kernel.wire.serialize(msg, ident=req.idents))
             try:
                 value = waiter.get()

@@ -19,7 +19,7 @@ from IPython.core.profiledir import ProfileDir
 from IPython.core.shellapp import InteractiveShellApp, shell_aliases, shell_flags
 from traitlets import Unicode
 
-from .shell import ZMQInteractiveShell
+from ipymini.shell.zmqshell import ZMQInteractiveShell
 
 aliases = {**base_aliases, **shell_aliases, "f": "IPKernelApp.connection_file"}
 flags = {**base_flags, **shell_flags}
@@ -69,7 +69,7 @@ def run_kernel(argv: list[str]) -> int:
         return 2
     with open(app.connection_file) as f:
         conn = json.load(f)
-    from .kernel import Kernel
+    from ipymini.kernel import Kernel
 
     kernel = Kernel(conn, app)
     try:

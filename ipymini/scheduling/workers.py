@@ -16,57 +16,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 import sys
 import threading
 import time
 import uuid
 from collections import deque
 
-from .cell_asyncio import KernelEventLoop
+from ipymini.scheduling.cell_asyncio import KernelEventLoop
+from ipymini.scheduling.guard import in_kernel_code
+from ipymini.scheduling.stdin import INPUT_INTERRUPTED
 
 log = logging.getLogger("ipymini")
-
-KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-_INTERRUPTIBLE: set = set()
-_CALLS_USER_CODE: set = set()
-INPUT_INTERRUPTED = object()  # put in an input() waiter to end the wait with KeyboardInterrupt
-
-
-def interruptible(func):
-    """Mark a kernel function whose waiting may be interrupted (it holds no kernel state then)."""
-    _INTERRUPTIBLE.add(func.__code__)
-    return func
-
-
-def calls_user_code(func):
-    """Mark a kernel function that calls into user code (IPython running a cell, the completer): an
-    asynchronous exception may land in what it calls, though never in kernel code called from there."""
-    _CALLS_USER_CODE.add(func.__code__)
-    return func
-
-
-def in_kernel_code(frame) -> bool:
-    """Whether an asynchronous exception (an interrupt, a completion timeout) raised in `frame` could
-    land in ipymini's own code and break its invariants: a lock taken and not yet inside its `try`
-    (leaked, the IO lock wedged every shell forever), a flag set before the wake-up it stands for.
-
-    True if `frame` is kernel code, or if walking out through its callers (library code: asyncio,
-    threading, pyzmq) reaches kernel code that is not marked `calls_user_code`. So user code (a
-    cell, a repr, a `__dir__`) may be interrupted, but not the kernel code it calls (print, display),
-    and a user callback called from an unmarked kernel function counts as kernel code."""
-    f = frame
-    while f is not None:
-        code = f.f_code
-        if code in _INTERRUPTIBLE:
-            return False
-        if code.co_filename.startswith(KERNEL_DIR):
-            return f is frame or code not in _CALLS_USER_CODE
-        f = f.f_back
-    return False
-
 
 class ShellWorker:
     """One shell's request queue, served in order on its own asyncio loop."""
@@ -273,7 +233,7 @@ class SubshellManager:
         """Stop and forget a subshell; False if there is no such subshell."""
         # under the IO lock: once it is released, no request can be handed to this worker any more
         # (requests are routed holding it), so stopping it answers every request it was given
-        with self.kernel.transport.io_thread.lock, self._lock:
+        with self.kernel.sockets.io_thread.lock, self._lock:
             worker = self._workers.pop(subshell_id, None)
         if worker is None:
             return False

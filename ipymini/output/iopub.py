@@ -1,7 +1,7 @@
 """The IOPub outgoing queue: every iopub message, in order, coalesced and bounded.
 
 Any thread publishes here; the thread holding the IO lock (usually the publisher itself, see
-channels.ChannelThread.kick) takes messages out and puts them on the socket.
+protocol.channel_thread.ChannelThread.kick) takes messages out and puts them on the socket.
 - Order: one FIFO for all iopub messages, so stream text written before a display, an error or `idle`
   is always sent before it.
 - Coalescing: consecutive stream writes for the same (stream name, request) grow one pending chunk,
@@ -53,7 +53,7 @@ class IOPubQueue:
     def __init__(self, session, flush_interval=0.01, chunk_bytes=1 << 18, max_bytes=1 << 26,
                  block_timeout=None):
         self.session = session
-        # set by the transport (transport.py): send what is ready now; wake the IO thread so it
+        # set by the sockets (protocol/sockets.py): send what is ready now; wake the IO thread so it
         # re-arms its flush timer; whether the calling thread must not wait for room (it is the sender)
         self.kick = self.wake = lambda: None
         self.is_sender = lambda: False

@@ -27,8 +27,8 @@ import time
 import types
 from pathlib import Path
 
-from . import cellsource
-from .transactions import config_value, is_machinery
+from ipymini.namespace import cellsource
+from ipymini.namespace.transactions import config_value, is_machinery
 
 MAGIC = b"IPYMINI-CHECKPOINT\n"
 FORMAT = 1

@@ -21,6 +21,8 @@ import threading
 from asyncio import events, tasks
 from contextlib import contextmanager
 
+from ipymini.scheduling.guard import calls_user_code
+
 _state = threading.local()  # .sync_cell: a cell without top-level await runs on this thread
 
 
@@ -82,8 +84,6 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    from .subshells import calls_user_code  # (subshells imports this module)
-
     # each of these runs the user's coroutines: an interrupt may land in what they call
     calls_user_code(KernelEventLoop.run_until_complete)
     run, runner_run = asyncio.run, asyncio.Runner.run

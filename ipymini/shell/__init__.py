@@ -1,0 +1,8 @@
+"""The IPython side: IPython's extension points filled in for a kernel, and what libraries detect.
+
+Owns: the shell, display hook and display publisher subclasses (`zmqshell`), the IPython application
+and its configuration (`app`), completion under a time budget (`completion`), ipykernel's kernel magics
+(`kernel_magics`) and ipykernel's public API for user code (`ipykernel_api`).
+Must not import: the sockets or the scheduling state (workers, queues); it publishes through the
+publisher it is given. The bridge (`ipymini/bridge.py`) is this package's hub.
+"""
