@@ -4,6 +4,10 @@ The kernel speaks the Jupyter protocol; this module speaks IPython. It builds th
 configuration (profile config files, startup files, extensions, `--Class.trait=value` options) and turns
 request content into IPython calls and IPython results into reply content: execution, completion,
 inspection, is_complete, history and kernel_info's language_info.
+
+The bridge never holds the kernel: it is given `KernelServices`, the few things it needs from the
+protocol side (a publisher, a way to ask for input, the subshell ids, the interrupt count), and runs each
+cell for a `CellTracker` that records whether the cell computes or awaits (for interrupts).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import inspect
 import os
 import sys
 import threading
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from IPython.core import page, payloadpage
 from IPython.core.async_helpers import _pseudo_sync_runner
@@ -29,13 +35,34 @@ HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is wri
 WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is warmed (warm_tracebacks)
 
 
-def install_magics(shell, kernel, app) -> None:
+@dataclass
+class KernelServices:
+    """What the bridge and its shell get from the kernel, instead of the kernel."""
+
+    publisher: object  # output/publisher.Publisher: results, errors and displays go out through it
+    request_input: Callable[[str, bool], str]  # (prompt, password) -> the client's answer
+    subshell_ids: Callable[[], list]  # the running subshells' ids (for %subshell)
+    interrupt_count: Callable[[], int]  # interrupts delivered so far (`!cmd` ends the cell on one)
+    public: object  # what user code sees as `get_ipython().kernel` (ipykernel's API); ipymini never
+    # reaches through it
+
+
+class CellTracker(Protocol):
+    """Where the running cell is, for interrupts: computing on its thread, or awaiting as a task
+    (scheduling/workers.ShellWorker implements it)."""
+
+    def computing(self): ...  # a context manager around a cell that runs synchronously
+
+    def awaiting(self, task: asyncio.Task): ...  # a context manager around awaiting the cell's task
+
+
+def install_magics(shell, app, subshell_ids) -> None:
     """ipykernel's kernel magics (kernel_magics.py), %rollback / %%transaction (transactions.py) and
     %checkpoint (checkpoints.py)."""
     from ipymini.namespace import checkpoints, transactions
     from ipymini.shell import kernel_magics
 
-    kernel_magics.install(shell, app.connection_file, kernel.subshells.ids)
+    kernel_magics.install(shell, app.connection_file, subshell_ids)
     transactions.install(shell)
     checkpoints.install(shell)
 
@@ -43,18 +70,22 @@ def install_magics(shell, kernel, app) -> None:
 class Bridge:
     """Owns the IPython shell and answers the kernel's Python questions."""
 
-    def __init__(self, kernel, app):
-        self.kernel = kernel
+    def __init__(self, app, services: KernelServices):
         self.app = app
+        self.services = services
+        self.debugger = None  # set by attach_debugger
         present_as_ipykernel(ZMQInteractiveShell)
-        shell = ZMQInteractiveShell.instance(parent=app, profile_dir=app.profile_dir, kernel=kernel)
+        shell = ZMQInteractiveShell.instance(parent=app, profile_dir=app.profile_dir, kernel=services.public,
+                                             publisher=services.publisher,
+                                             interrupt_count=services.interrupt_count)
         app.shell = shell
         self.shell = shell
         if "IPKernelApp" not in shell.config:  # what tqdm.auto & co. look for (see app.IPKernelApp)
             shell.config.IPKernelApp.connection_file = app.connection_file
         shell.configurables.append(app)  # `%config IPKernelApp`, as in ipykernel
-        shell.display_pub.session = kernel.session  # some libraries read display_pub.session
-        shell.display_pub.pub_socket = kernel.iopub_socket
+        # some libraries read these (ipykernel's names; see shell/ipykernel_api.py)
+        shell.display_pub.session = services.public.session
+        shell.display_pub.pub_socket = services.public.iopub_socket
         shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
         shell.make_thread_safe()
         run_params = inspect.signature(shell.run_cell_async).parameters
@@ -62,7 +93,7 @@ class Bridge:
         self._history = None  # the HistoryManager whose writes we batch (see _defer_history_writes)
         self._history_timer = None
         self._install_input()
-        install_magics(shell, kernel, app)
+        install_magics(shell, app, services.subshell_ids)
         self.completer = Completer(shell)
 
     def start(self) -> None:
@@ -117,14 +148,14 @@ class Bridge:
     # -- execution --
 
     @calls_user_code  # an interrupt may land in the cell, never in this function itself
-    async def execute(self, code: str, silent: bool, store_history: bool, worker, cell_id=None,
-                      cell_meta=None) -> dict:
+    async def execute(self, code: str, silent: bool, store_history: bool, tracker: CellTracker,
+                      cell_id=None, cell_meta=None) -> dict:
         """Run one cell; returns the reply content's status part (status, and the error when it failed)."""
         shell = self.shell
         shell.last_error = None
         shell.failed_without_raising = False
-        if self.kernel.debugger is not None:
-            self.kernel.debugger.before_cell()
+        if self.debugger is not None:
+            self.debugger.before_cell()
         try:
             transformed = shell.transform_cell(code)
             preprocessing_exc = None
@@ -145,20 +176,13 @@ class Bridge:
             if maybe_async and shell.should_run_async(code, transformed_cell=transformed,
                                       preprocessing_exc_tuple=preprocessing_exc):
                 task = asyncio.ensure_future(coro)
-                worker.cell_task = task
-                try:
+                with tracker.awaiting(task):
                     result = await task
-                finally:
-                    worker.cell_task = None
             else:
                 # IPython's run_cell would also tee every stdout write into history_manager.outputs:
                 # a per-write cost and unbounded memory under floods. Stepping the coroutine avoids it.
-                worker.executing = True
-                try:
-                    with sync_cell():
-                        result = _pseudo_sync_runner(coro)
-                finally:
-                    worker.executing = False
+                with tracker.computing(), sync_cell():
+                    result = _pseudo_sync_runner(coro)
         except BaseException:
             shell.showtraceback()
         finally:
@@ -186,10 +210,18 @@ class Bridge:
         return self.shell.user_expressions(expressions or {})
 
     def take_payloads(self) -> list:
+        """The cell's payloads (pager text, set_next_input, ask_exit), cleared for the next cell."""
         pm = self.shell.payload_manager
         payloads = pm.read_payload()
         pm.clear_payload()
+        # `exit` asks the frontend to close the kernel (its ask_exit payload); the shell must not stop
+        self.shell.exit_now = False
         return payloads
+
+    def attach_debugger(self, debugger) -> None:
+        """The debugger a frontend started: told before each cell and on each cell's error."""
+        self.debugger = debugger
+        self.shell.debugger = debugger
 
     @property
     def execution_count(self) -> int:
@@ -268,13 +300,13 @@ class Bridge:
     # -- stdin --
 
     def _install_input(self) -> None:
-        kernel = self.kernel
+        request_input = self.services.request_input
 
         def input(prompt=""):
-            return kernel.stdin.request_input(str(prompt), password=False)
+            return request_input(str(prompt), False)
 
         def getpass_(prompt="Password: ", stream=None):
-            return kernel.stdin.request_input(str(prompt), password=True)
+            return request_input(str(prompt), True)
 
         builtins.input = input
         getpass.getpass = getpass_

@@ -61,27 +61,29 @@ class Comm(BaseComm):
     """One end of a comm, living in the kernel; messages go out on iopub."""
 
     def __init__(self, *args, kernel=None, **kwargs):
+        self._manager = _manager  # whose publisher this comm's messages go through
+        # ipykernel's `comm.kernel`, for code that reads it; ipymini never uses it
         self.kernel = kernel if kernel is not None else (_manager.kernel if _manager else None)
         super().__init__(*args, **kwargs)
 
     def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
         """Publish a comm_open / comm_msg / comm_close for this comm, parented to the current request."""
-        kernel = self.kernel
-        if kernel is None:
+        publisher = self._manager.publisher if self._manager is not None else None
+        if publisher is None:
             return  # not inside an ipymini kernel: nobody to talk to
         content = {"data": {} if data is None else data, "comm_id": self.comm_id, **keys}
-        kernel.publish(msg_type, content, metadata=metadata or {}, buffers=as_frames(buffers))
+        publisher.publish(msg_type, content, metadata=metadata or {}, buffers=as_frames(buffers))
 
     def __del__(self):
         # The garbage collector may run this inside any lock of any thread (the iopub queue's
         # included), so the close message is handed to the kernel's loop instead of published here.
-        if self._closed or self.kernel is None:
+        manager = self._manager
+        if self._closed or manager is None or manager.publisher is None:
             return
         self._closed = True
-        kernel = self.kernel
         content = {"data": self._close_data or {}, "comm_id": self.comm_id}
         try:
-            kernel.loop.call_soon_threadsafe(kernel.publish, "comm_close", content)
+            manager.run_soon(manager.publisher.publish, "comm_close", content)
         except Exception:
             pass  # no loop (shutting down): the frontend drops the comm with the kernel
 
@@ -89,9 +91,15 @@ class Comm(BaseComm):
 class CommManager(BaseCommManager):
     """The kernel's comm table and the handlers for comm messages from clients (see module docstring)."""
 
-    def __init__(self, kernel=None):
+    def __init__(self, publisher=None, run_soon=None, kernel=None):
+        """`publisher`: where comm messages go (output/publisher.Publisher); `run_soon(fn, *args)`:
+        run on the kernel's loop, from any thread; `kernel`: what user code sees as `comm.kernel`.
+        `shell` (set once it exists) shows a failing callback's traceback."""
         super().__init__()
+        self.publisher = publisher
+        self.run_soon = run_soon
         self.kernel = kernel
+        self.shell = None
         self._lock = threading.Lock()
 
     # -- the table (any thread) --
@@ -156,8 +164,7 @@ class CommManager(BaseCommManager):
         if taken:
             log.warning("dropped a comm_open for comm %r, which is already open", content["comm_id"])
             return
-        new = Comm(comm_id=content["comm_id"], primary=False, target_name=target_name,
-                   kernel=self.kernel)
+        new = Comm(comm_id=content["comm_id"], primary=False, target_name=target_name)
         self.register_comm(new)
         if target is None:
             log.warning("no comm target %r is registered: closing comm %r", target_name, new.comm_id)
@@ -185,15 +192,14 @@ class CommManager(BaseCommManager):
     @calls_user_code  # an interrupt may stop the callback, never this bookkeeping
     def _run_callback(self, fn, *args) -> bool:
         """Run user code for a comm; its exception (even an interrupt) becomes an error output."""
-        kernel = self.kernel
         # Mark the shell as running user code, so an interrupt request stops a callback stuck in it.
         worker = getattr(routing.current_request.get(), "worker", None)
-        mark = worker is not None and not worker.executing
-        if mark:
-            worker.executing = True
+        computing = worker.computing() if worker is not None and not worker.executing else None
+        if computing is not None:
+            computing.__enter__()
         # Errors shown meanwhile (by us or by ipywidgets itself) are this message's, not those of a
         # cell that awaits while the message is handled.
-        shell = getattr(getattr(kernel, "bridge", None), "shell", None)
+        shell = self.shell
         cell_error = getattr(shell, "last_error", None)
         try:
             fn(*args)
@@ -203,8 +209,8 @@ class CommManager(BaseCommManager):
             self._show_error(shell)
             return False
         finally:
-            if mark:
-                worker.executing = False
+            if computing is not None:
+                computing.__exit__(None, None, None)
             if shell is not None:
                 shell.last_error = cell_error
 

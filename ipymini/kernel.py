@@ -21,13 +21,13 @@ import sys
 import traceback
 
 from ipymini import comms
-from ipymini.bridge import Bridge, kernel_info
+from ipymini.bridge import Bridge, KernelServices, kernel_info
 from ipymini.debugging import interruptible_pdb
 from ipymini.debugging.dap import debugger_available
 from ipymini.output import routing, streams
 from ipymini.output.fdcapture import FDCapture, start_fd_capture
 from ipymini.output.iopub import IOPubQueue
-from ipymini.output.routing import parent_request
+from ipymini.output.publisher import Publisher
 from ipymini.output.streams import KernelStream
 from ipymini.protocol.messages import Request, execute_metadata, problem_with, unknown_subshell_reply
 from ipymini.protocol.sockets import KernelSockets
@@ -58,18 +58,21 @@ class Kernel(IPyKernelAPI):
         self.wire = Wire(key, conn.get("signature_scheme", "hmac-sha256"))
         self.sockets = KernelSockets(conn, self.wire)
         self.iopub = IOPubQueue(self.wire)
+        self.publisher = Publisher(self.iopub)  # what collaborators publish through
         self.bridge: Bridge | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
-        self.main = ShellWorker(self)  # the parent shell, on the main thread
-        self.subshells = SubshellManager(self)
-        self.interrupts = Interrupts(self)
+        self.main = ShellWorker(self.handle_shell, self.answer_aborted)  # the parent shell, main thread
+        self.subshells = SubshellManager(
+            lambda subshell_id: ShellWorker(self.handle_shell, self.answer_aborted, subshell_id),
+            self.sockets.io_lock)
+        self.debugger = None  # created by the first debug_request (debugging/debugger.py)
+        self.interrupts = Interrupts(self.main, self.subshells, lambda: self.debugger)
         # comm messages run on the parent shell, serialized with its cells, unless this is set
         self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
-        self.stdin = StdinBroker(self)
+        self.stdin = StdinBroker(self.wire, self._send_on_stdin)
         self.fd_capture: FDCapture | None = None
-        self.comm_manager = comms.CommManager(self)
-        self.debugger = None  # created by the first debug_request (debugger.py)
+        self.comm_manager = comms.CommManager(self.publisher, self._run_soon, kernel=self)
         self._init_ipykernel_api()  # session, iopub_socket, get_parent (ipykernel_api.py)
         self.shell_handlers = {
             "execute_request": self.execute_request,
@@ -118,7 +121,10 @@ class Kernel(IPyKernelAPI):
         sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
         self._start_output_options()
         comms.install(self.comm_manager)
-        self.bridge = Bridge(self, self.app)
+        self.bridge = Bridge(self.app, KernelServices(
+            publisher=self.publisher, request_input=self.stdin.request_input,
+            subshell_ids=self.subshells.ids, interrupt_count=lambda: self.interrupts.count, public=self))
+        self.comm_manager.shell = self.bridge.shell
         self.bridge.start()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
         self.interrupts.install()
@@ -244,7 +250,7 @@ class Kernel(IPyKernelAPI):
     def _control_to_shell(self, req: Request) -> None:
         """On the main loop: queue a shell request that came on control (numbered under the IO
         lock, as every shell request is)."""
-        with self.sockets.io_thread.lock:
+        with self.sockets.io_lock:
             self.main.submit(req)
 
     async def handle_shell(self, req: Request, worker: ShellWorker) -> None:
@@ -330,21 +336,6 @@ class Kernel(IPyKernelAPI):
 
     # ------------------------------------------------------------------ outgoing messages
 
-    def publish(self, msg_type: str, content: dict, metadata=None, buffers=None, request=None) -> dict:
-        """Publish on iopub for `request` (default: the request the calling code belongs to), after
-        every byte of output written before it (by print, C code or a subprocess)."""
-        streams.flush_before_message()
-        return self.iopub.publish(msg_type, content, request or parent_request(), metadata, buffers)
-
-    def publish_msg(self, msg: dict) -> None:
-        """Publish a message built elsewhere (display hooks may rewrite messages)."""
-        streams.flush_before_message()
-        self.iopub.publish_msg(msg)
-
-    def parent_header(self) -> dict:
-        req = parent_request()
-        return req.header if req is not None else {}
-
     def _publish_status(self, state: str, req: Request) -> None:
         # `busy` is not sent on its own: execute_input, the reply or idle follows at once and sends
         # everything queued, in order
@@ -369,6 +360,16 @@ class Kernel(IPyKernelAPI):
             self.iopub.flush(wake=False)
             self.sockets.io_thread.send_after_iopub(req.channel, frames, wake=False)
 
+    def _run_soon(self, fn, *args) -> None:
+        """Run `fn(*args)` on the main loop, from any thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def _send_on_stdin(self, frames: list) -> None:
+        """Send an input_request on stdin after every output its request produced so far."""
+        streams.flush_all()
+        self.iopub.flush()
+        self.sockets.io_thread.send_after_iopub("stdin", frames)
+
     # ------------------------------------------------------------------ shell handlers
 
     async def execute_request(self, req: Request) -> None:
@@ -381,7 +382,7 @@ class Kernel(IPyKernelAPI):
         subshell = worker.subshell_id is not None
         count = worker.execution_count if subshell else bridge.execution_count
         if not silent:
-            self.publish("execute_input", {"code": code, "execution_count": count})
+            self.publisher.publish("execute_input", {"code": code, "execution_count": count})
         worker.cancelled_by_interrupt = False
         started = now_iso()
         cell_id = (req.msg.get("metadata") or {}).get("cellId")
@@ -405,8 +406,6 @@ class Kernel(IPyKernelAPI):
             self.sockets.io_thread.sync()  # take in what the client already sent, then abort it
             worker.abort_through = worker.seq
         self.send_reply(req, reply, metadata=execute_metadata(self.ident, started, status["status"]))
-        if bridge.shell.exit_now:
-            bridge.shell.exit_now = False  # `exit` asks the frontend (ask_exit payload) to close us
 
     def _finish_output(self, req: Request) -> None:
         """Collect the cell's OS-level output and tell the user what an output budget held back."""
@@ -456,7 +455,7 @@ class Kernel(IPyKernelAPI):
     def shutdown_request(self, req: Request) -> None:
         content = {"status": "ok", "restart": bool(req.content.get("restart", False))}
         self.send_reply(req, content)
-        self.publish("shutdown_reply", content, request=req)
+        self.publisher.publish("shutdown_reply", content, request=req)
         self.request_stop()
 
     # ------------------------------------------------------------------ control handlers
@@ -477,7 +476,8 @@ class Kernel(IPyKernelAPI):
                 return
             from ipymini.debugging.debugger import Debugger
 
-            self.debugger = Debugger(self)
+            self.debugger = Debugger(self.bridge.shell, self.publisher)
+            self.bridge.attach_debugger(self.debugger)
         self.send_reply(req, self.debugger.handle(req.content))
 
     def create_subshell_request(self, req: Request) -> None:

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-
 from kernel_harness import TIMEOUT, KernelHarness, of_type, stream_text
 
 WIDGET_VERSION = {"version": "2.1.0"}
@@ -315,8 +314,9 @@ def test_comm_manager_table_is_thread_safe():
     """Unit test of the table: many threads registering, listing and closing at once."""
     import threading
 
-    from ipymini.comms import Comm, CommManager, install
     import comm
+
+    from ipymini.comms import Comm, CommManager, install
 
     saved = comm.create_comm, comm.get_comm_manager
     manager = CommManager()
@@ -382,23 +382,23 @@ def test_garbage_collected_comm_closes_through_the_loop():
     inside the collector (which may run while the iopub queue's lock is held)."""
     import gc
 
-    from ipymini.comms import Comm, CommManager, install
     import comm
 
-    class FakeKernel:
+    from ipymini.comms import Comm, CommManager, install
+
+    class FakePublisher:
         def __init__(self):
             self.published, self.scheduled = [], []
-            self.loop = self
 
         def publish(self, msg_type, content, **kwargs):
             self.published.append((msg_type, content))
 
-        def call_soon_threadsafe(self, fn, *args):
+        def run_soon(self, fn, *args):
             self.scheduled.append((fn, args))
 
     saved = comm.create_comm, comm.get_comm_manager
-    fake = FakeKernel()
-    manager = CommManager(fake)
+    fake = FakePublisher()
+    manager = CommManager(fake, fake.run_soon)
     install(manager)
     try:
         c = Comm(target_name="t.gc", comm_id="gc-1")

@@ -271,7 +271,7 @@ def without_kernel_frames(traceback):
     """A traceback without the frames in the kernel's own code (ipykernel's or ipymini's)."""
     if not isinstance(traceback, list):
         return traceback
-    return [line for line in traceback if not re.search(r"/(?:ipykernel|ipymini)/\w+\.py", line)]
+    return [line for line in traceback if not re.search(r"/(?:ipykernel|ipymini)/(?:\w+/)*\w+\.py", line)]
 
 
 def without_jedi_types(completion):

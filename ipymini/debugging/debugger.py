@@ -80,8 +80,11 @@ def import_debugpy():
 class Debugger:
     """Answers debug requests for one kernel (on the control thread) and publishes debug events."""
 
-    def __init__(self, kernel):
-        self.kernel = kernel
+    def __init__(self, shell, publisher):
+        """`shell`: the IPython shell (its namespace and input transformers); `publisher`: where
+        debug events go (output/publisher.Publisher)."""
+        self.shell = shell
+        self.publisher = publisher
         self.started = False
         self.client: DAPClient | None = None
         self.address: tuple[str, int] | None = None  # where pydevd listens (debugpy.listen is once per process)
@@ -270,7 +273,7 @@ class Debugger:
                 except (ValueError, SyntaxError, TypeError, KeyError):
                     data, metadata = {}, {}
         else:
-            result = self.kernel.bridge.user_expressions({name: name})[name]
+            result = self.shell.user_expressions({name: name})[name]
             if result.get("status") == "ok":
                 data, metadata = result.get("data", {}), result.get("metadata", {})
         return response(request, body={"data": data,
@@ -303,7 +306,7 @@ class Debugger:
                 self.stopped_threads.clear()
             else:
                 self.stopped_threads.discard(body.get("threadId"))
-        self.kernel.publish("debug_event", event)
+        self.publisher.publish("debug_event", event)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -319,7 +322,7 @@ class Debugger:
         # breakpoints name lines of the cell as typed: keep IPython from dropping its leading blank lines
         from IPython.core.inputtransformer2 import leading_empty_lines
 
-        transforms = self.kernel.bridge.shell.input_transformer_manager.cleanup_transforms
+        transforms = self.shell.input_transformer_manager.cleanup_transforms
         if leading_empty_lines in transforms:
             transforms.remove(leading_empty_lines)
             self._removed_transforms.append(leading_empty_lines)
@@ -332,7 +335,7 @@ class Debugger:
         if self.client is not None:
             self.client.close()
             self.client = None
-        transforms = self.kernel.bridge.shell.input_transformer_manager.cleanup_transforms
+        transforms = self.shell.input_transformer_manager.cleanup_transforms
         while self._removed_transforms:
             transforms.insert(0, self._removed_transforms.pop())
         self.breakpoints.clear()
@@ -397,7 +400,7 @@ class Debugger:
         if self._explorer is None:
             from ipymini.debugging.varexplorer import VariableExplorer
 
-            self._explorer = VariableExplorer(self.kernel.bridge.shell.user_ns, visible_name)
+            self._explorer = VariableExplorer(self.shell.user_ns, visible_name)
         return self._explorer
 
     def close(self) -> None:

@@ -50,9 +50,9 @@ def _publish_in_child(msg: dict, wake: bool = True, parent_frame=None) -> None:
 class IOPubQueue:
     """Ordered, coalescing, bounded queue of iopub messages (see module docstring)."""
 
-    def __init__(self, session, flush_interval=0.01, chunk_bytes=1 << 18, max_bytes=1 << 26,
+    def __init__(self, wire, flush_interval=0.01, chunk_bytes=1 << 18, max_bytes=1 << 26,
                  block_timeout=None):
-        self.session = session
+        self.wire = wire
         # set by the sockets (protocol/sockets.py): send what is ready now; wake the IO thread so it
         # re-arms its flush timer; whether the calling thread must not wait for room (it is the sender)
         self.kick = self.wake = lambda: None
@@ -79,7 +79,7 @@ class IOPubQueue:
         """Queue a message for iopub, parented to `request` (a Request or None), and send what is
         ready. Returns the message. wake=False: a message queued right after this one sends both."""
         parent = request.header if request is not None else {}
-        msg = self.session.msg(msg_type, content, parent=parent, metadata=metadata, header=header)
+        msg = self.wire.msg(msg_type, content, parent=parent, metadata=metadata, header=header)
         if buffers:
             msg["buffers"] = buffers
         self.publish_msg(msg, wake, request.header_frame if request is not None else None)
@@ -87,7 +87,7 @@ class IOPubQueue:
 
     def publish_msg(self, msg: dict, wake: bool = True, parent_frame: bytes | None = None) -> None:
         """Queue an already built message (parent_frame: its parent's header as received)."""
-        frames = self.session.serialize(msg, ident=[msg["header"]["msg_type"].encode()],
+        frames = self.wire.serialize(msg, ident=[msg["header"]["msg_type"].encode()],
                                         parent_frame=parent_frame)
         if msg.get("buffers"):
             frames.extend(msg["buffers"])
@@ -205,9 +205,9 @@ class IOPubQueue:
         if head.__class__ is _Chunk:
             text = head.parts[0] if len(head.parts) == 1 else "".join(head.parts)
             request = head.request
-            msg = self.session.msg("stream", {"name": head.name, "text": text},
+            msg = self.wire.msg("stream", {"name": head.name, "text": text},
                                    parent=request.header if request is not None else {})
-            return self.session.serialize(msg, ident=[b"stream." + head.name.encode()],
+            return self.wire.serialize(msg, ident=[b"stream." + head.name.encode()],
                                           parent_frame=request.header_frame if request else None), None
         return head[0], None
 

@@ -85,17 +85,17 @@ class ChannelThread(threading.Thread):
     its operations pokes whoever reads a socket that still has input waiting (`_notify_input`).
     """
 
-    def __init__(self, name: str, session, sockets: dict, on_message, iopub_socket=None, iopub=None,
-                 waker=None, on_crash=None):
+    def __init__(self, name: str, wire, sockets: dict, on_message, iopub_socket=None, iopub=None,
+                 waker=None, on_crash=None, lock=None):
         super().__init__(name=f"ipymini-{name}", daemon=True)
-        self.session = session
+        self.wire = wire
         self.sockets = sockets  # channel name -> socket
         self.on_message = on_message  # (channel, idents, msg, header frame), called with the lock held
         self.iopub_socket = iopub_socket
         self.iopub = iopub
         self.waker = waker or Waker()
         self.on_crash = on_crash  # called if this thread dies of an error: the kernel shuts down
-        self.lock = threading.Lock()  # guards every operation on this thread's sockets
+        self.lock = lock or threading.Lock()  # guards every operation on this thread's sockets
         self.lock_holder = None  # thread ident holding `lock` (it must never wait for iopub room)
         self.outbox: deque = deque()  # (channel, frames, iopub barrier or None)
         self.stopping = False
@@ -348,12 +348,12 @@ class ChannelThread(threading.Thread):
         """Verify and decode a multipart message: (idents, msg, the header frame as received), or
         None after logging why not."""
         try:
-            idents, rest = self.session.split_identities(frames)
+            idents, rest = self.wire.split_identities(frames)
         except Exception:
             log.warning("dropped a malformed message on %s: no delimiter frame", channel)
             return None
         try:
-            msg = self.session.deserialize(rest)
+            msg = self.wire.deserialize(rest)
         except Exception as e:
             log.warning("dropped a message on %s that failed verification or decoding: %s", channel, e)
             return None

@@ -38,9 +38,9 @@ def bind_address(conn: dict, channel: str) -> str:
 class KernelSockets:
     """Binds the kernel's sockets from a connection file and runs the threads that serve them."""
 
-    def __init__(self, conn: dict, session):
+    def __init__(self, conn: dict, wire):
         self.conn = conn
-        self.session = session
+        self.wire = wire
         self.ctx = zmq.Context()
         self.sockets: dict[str, zmq.Socket] = {}
         kinds = {"shell": zmq.ROUTER, "control": zmq.ROUTER, "stdin": zmq.ROUTER,
@@ -60,6 +60,8 @@ class KernelSockets:
             apply_curve(sock, conn)
             sock.bind(bind_address(conn, channel))
             self.sockets[channel] = sock
+        # guards shell, stdin and iopub; requests are routed to their shell worker holding it
+        self.io_lock = threading.Lock()
         self.io_thread = None
         self.control_thread = None
         self._shell_fd = None  # the shell socket's ZMQ_FD while a loop other than the IO thread reads it
@@ -72,10 +74,10 @@ class KernelSockets:
         """Start the IO, control and heartbeat threads; `on_crash` runs if one dies of an error.
         flush_partials / flush_all: the streams' timed flush and full flush (streams.py)."""
         s = self.sockets
-        self.io_thread = ChannelThread("io", self.session, {"shell": s["shell"], "stdin": s["stdin"]},
+        self.io_thread = ChannelThread("io", self.wire, {"shell": s["shell"], "stdin": s["stdin"]},
                                        on_shell, iopub_socket=s["iopub"], iopub=iopub,
-                                       on_crash=on_crash)
-        self.control_thread = ChannelThread("control", self.session, {"control": s["control"]},
+                                       on_crash=on_crash, lock=self.io_lock)
+        self.control_thread = ChannelThread("control", self.wire, {"control": s["control"]},
                                             on_control, on_crash=on_crash)
         io = self.io_thread
         io.flush_partials = flush_partials

@@ -15,6 +15,7 @@ import asyncio
 import os
 import signal
 import threading
+from typing import Callable
 
 from ipymini.scheduling.guard import in_kernel_code
 
@@ -22,8 +23,12 @@ from ipymini.scheduling.guard import in_kernel_code
 class Interrupts:
     """Delivers interrupts to a kernel's running cells (see module docstring)."""
 
-    def __init__(self, kernel):
-        self.kernel = kernel
+    def __init__(self, main, subshells, debugger: Callable[[], object]):
+        """`main`: the parent shell's worker; `subshells`: the SubshellManager; `debugger()`: the
+        kernel's Debugger, or None while no frontend started one."""
+        self.main = main
+        self.subshells = subshells
+        self.debugger = debugger
         self.main_thread_ident = threading.main_thread().ident
         self.count = 0  # SIGINTs seen: lets code that swallows KeyboardInterrupt (`!cmd`) notice
         self._retry = False  # the next SIGINT is our own retry of a deferred interrupt
@@ -52,18 +57,17 @@ class Interrupts:
         signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
 
     def _on_sigint(self, signum, frame) -> None:
-        kernel = self.kernel
         self.count += 1
         if self._retry:
             self._retry = False
         else:
-            for worker in kernel.subshells.workers():
+            for worker in self.subshells.workers():
                 worker.interrupt()
-        main = kernel.main
+        main = self.main
         task = main.cell_task
-        computing = main.executing or (task is not None and asyncio.current_task(kernel.loop) is task)
+        computing = main.executing or (task is not None and asyncio.current_task(main.loop) is task)
         if computing:
-            debugger = kernel.debugger
+            debugger = self.debugger()
             if debugger is not None and debugger.in_debugger(frame):
                 # a cell stopped at a breakpoint: resume it, then interrupt it in its own code
                 self._retry = True

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import queue
+from typing import Callable
 
-from ipymini.output import streams
 from ipymini.output.routing import parent_request
 from ipymini.scheduling.guard import interruptible
 
@@ -23,8 +23,11 @@ INPUT_INTERRUPTED = object()  # put in an input() waiter to end the wait with Ke
 class StdinBroker:
     """Pending input prompts by input_request msg_id, and the replies that answer them."""
 
-    def __init__(self, kernel):
-        self.kernel = kernel
+    def __init__(self, wire, send: Callable[[list], None]):
+        """`wire` builds the input_request; `send(frames)` sends it on stdin after the output queued
+        before it."""
+        self._wire = wire
+        self._send = send
         self._waiters: dict[str, queue.SimpleQueue] = {}
 
     @interruptible
@@ -32,13 +35,12 @@ class StdinBroker:
         """Ask the client of the current request for a line of input (input() and getpass())."""
         from IPython.core.error import StdinNotImplementedError
 
-        kernel = self.kernel
         req = parent_request()
         if req is None or req.channel != "shell" or not req.content.get("allow_stdin", False):
             raise StdinNotImplementedError(
                 "raw_input was called, but this frontend does not support input requests.")
-        msg = kernel.wire.msg("input_request", {"prompt": prompt, "password": password},
-                                 parent=req.header)
+        msg = self._wire.msg("input_request", {"prompt": prompt, "password": password},
+                             parent=req.header)
         waiter: queue.SimpleQueue = queue.SimpleQueue()
         msg_id = msg["header"]["msg_id"]
         self._waiters[msg_id] = waiter
@@ -46,10 +48,7 @@ class StdinBroker:
         if worker is not None:
             worker.input_waiter = waiter
         try:
-            streams.flush_all()
-            kernel.iopub.flush()
-            kernel.sockets.io_thread.send_after_iopub("stdin",
-                                                        kernel.wire.serialize(msg, ident=req.idents))
+            self._send(self._wire.serialize(msg, ident=req.idents))
             try:
                 value = waiter.get()
             except KeyboardInterrupt:  # raised into this wait by the SIGINT handler

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from typing import Callable
 
 from ipymini.scheduling.cell_asyncio import KernelEventLoop
 from ipymini.scheduling.guard import in_kernel_code
@@ -28,11 +29,44 @@ from ipymini.scheduling.stdin import INPUT_INTERRUPTED
 
 log = logging.getLogger("ipymini")
 
+class _Computing:
+    """`with worker.computing():` a cell runs synchronously on the worker's thread."""
+
+    __slots__ = ("worker",)
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def __enter__(self):
+        self.worker.executing = True
+
+    def __exit__(self, *exc_info):
+        self.worker.executing = False
+
+
+class _Awaiting:
+    """`with worker.awaiting(task):` the worker's cell runs as `task`, which the worker awaits."""
+
+    __slots__ = ("worker", "task")
+
+    def __init__(self, worker, task):
+        self.worker, self.task = worker, task
+
+    def __enter__(self):
+        self.worker.cell_task = self.task
+
+    def __exit__(self, *exc_info):
+        self.worker.cell_task = None
+
+
 class ShellWorker:
     """One shell's request queue, served in order on its own asyncio loop."""
 
-    def __init__(self, kernel, subshell_id: str | None = None):
-        self.kernel = kernel
+    def __init__(self, handle: Callable, answer_aborted: Callable, subshell_id: str | None = None):
+        """`await handle(req, worker)` answers a request; `answer_aborted(req)` answers one that will
+        never run (its subshell was deleted)."""
+        self._handle = handle
+        self._answer_aborted = answer_aborted
         self.subshell_id = subshell_id
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: deque = deque()  # requests waiting their turn, in arrival order
@@ -120,6 +154,14 @@ class ShellWorker:
                 return
             time.sleep(0.001)
 
+    def computing(self) -> _Computing:
+        """A context manager around a cell running synchronously on this worker's thread."""
+        return _Computing(self)
+
+    def awaiting(self, task: asyncio.Task) -> _Awaiting:
+        """A context manager around awaiting the running cell's task."""
+        return _Awaiting(self, task)
+
     @property
     def busy(self) -> bool:
         return self.executing or self.cell_task is not None
@@ -147,7 +189,7 @@ class ShellWorker:
             if self.on_busy is not None:
                 self.on_busy()
             try:
-                await self.kernel.handle_shell(req, self)
+                await self._handle(req, self)
             except Exception:  # a kernel bug must cost one request, never the shell
                 log.exception("error serving a %s request", self.subshell_id or "shell")
 
@@ -185,7 +227,7 @@ class ShellWorker:
             # the ones that got here still get their one reply and idle
             while self.pending:
                 try:
-                    self.kernel.answer_aborted(self.pending.popleft())
+                    self._answer_aborted(self.pending.popleft())
                 except Exception:
                     log.exception("could not answer a request of a deleted subshell")
             loop.close()
@@ -204,14 +246,17 @@ class ShellWorker:
 class SubshellManager:
     """The live subshells by id (thread-safe: used by the control, IO and main threads)."""
 
-    def __init__(self, kernel):
-        self.kernel = kernel
+    def __init__(self, new_worker: Callable[[str], ShellWorker], routing_lock):
+        """`new_worker(subshell_id)` makes a subshell's worker; `routing_lock` is the lock requests
+        are routed to workers under (the IO sockets' lock)."""
+        self._new_worker = new_worker
+        self._routing_lock = routing_lock
         self._lock = threading.Lock()
         self._workers: dict[str, ShellWorker] = {}
 
     def create(self) -> str:
         subshell_id = str(uuid.uuid4())
-        worker = ShellWorker(self.kernel, subshell_id)
+        worker = self._new_worker(subshell_id)
         worker.start_thread()
         with self._lock:
             self._workers[subshell_id] = worker
@@ -233,7 +278,7 @@ class SubshellManager:
         """Stop and forget a subshell; False if there is no such subshell."""
         # under the IO lock: once it is released, no request can be handed to this worker any more
         # (requests are routed holding it), so stopping it answers every request it was given
-        with self.kernel.sockets.io_thread.lock, self._lock:
+        with self._routing_lock, self._lock:
             worker = self._workers.pop(subshell_id, None)
         if worker is None:
             return False

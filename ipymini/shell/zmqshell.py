@@ -2,7 +2,8 @@
 
 IPython asks for subclasses here (its display hook, display publisher and shell are configurable
 classes), so these are thin IPython subclasses, not ipymini classes: each override turns one IPython
-side effect into a kernel message through the kernel's `publish` and `payloads`.
+side effect into a kernel message through the Publisher it is given (output/publisher.py) and its
+payloads. `shell.kernel` is only what user code sees as `get_ipython().kernel`; ipymini never uses it.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class KernelDisplayHook(DisplayHook):
         result = getattr(self._local, "result", None)
         self._local.result = None
         if result and result["data"]:
-            self.shell.kernel.publish("execute_result", result)
+            self.shell.publisher.publish("execute_result", result)
 
 
 class ZMQDisplayPublisher(DisplayPublisher):
@@ -126,16 +127,16 @@ class ZMQDisplayPublisher(DisplayPublisher):
         self._send("clear_output", {"wait": bool(wait)})
 
     def _send(self, msg_type, content):
-        kernel = self.shell.kernel
+        publisher = self.shell.publisher
         if self._hooks:
-            msg = kernel.iopub.session.msg(msg_type, content, parent=kernel.parent_header())
+            msg = publisher.message(msg_type, content)
             for hook in list(self._hooks):
                 msg = hook(msg)
                 if msg is None:
                     return
-            kernel.publish_msg(msg)
+            publisher.publish_msg(msg)
         else:
-            kernel.publish(msg_type, content)
+            publisher.publish(msg_type, content)
 
 
 def _drop_kernel_frames(tb) -> None:
@@ -212,6 +213,9 @@ class ZMQInteractiveShell(InteractiveShell):
     compiler_class = Type(CellCompiler)
     exiter = Any()
     kernel = Any(allow_none=True)  # `get_ipython().kernel`, which widget libraries look for
+    publisher = Any(allow_none=True)  # output/publisher.Publisher: how results and errors are sent
+    interrupt_count = Any(lambda: 0)  # () -> how many interrupts the kernel has delivered so far
+    debugger = Any(allow_none=True)  # the kernel's Debugger once a frontend started one
 
     _thread_state = threading.local()
 
@@ -301,10 +305,9 @@ class ZMQInteractiveShell(InteractiveShell):
     @calls_user_code  # the interrupt must reach IPython's wait for the command
     def system_piped(self, cmd):
         """`!cmd`: IPython stops the command on an interrupt and carries on; the kernel ends the cell."""
-        kernel = self.kernel
-        before = kernel.interrupts.count if kernel is not None else 0
+        before = self.interrupt_count()
         super().system_piped(cmd)
-        if kernel is not None and kernel.interrupts.count != before:
+        if self.interrupt_count() != before:
             raise KeyboardInterrupt
 
     system = system_piped
@@ -317,7 +320,7 @@ class ZMQInteractiveShell(InteractiveShell):
             # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
             tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
             exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)
-        debugger = getattr(self.kernel, "debugger", None)
+        debugger = self.debugger
         if debugger is not None:
             debugger.on_cell_error(sys.exc_info() if exc_tuple is None else exc_tuple)
         if etype is not None and issubclass(etype, KeyboardInterrupt):
@@ -333,4 +336,4 @@ class ZMQInteractiveShell(InteractiveShell):
             self.failed_without_raising = True  # a formatter raised while the cell's result was built
         self.last_error = {"ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
                            "traceback": stb}
-        self.kernel.publish("error", dict(self.last_error))
+        self.publisher.publish("error", dict(self.last_error))
