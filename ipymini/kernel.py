@@ -20,7 +20,7 @@ import signal
 import sys
 import traceback
 
-from ipymini import comms
+from ipymini import comms, settings
 from ipymini.bridge import Bridge, kernel_info
 from ipymini.debugging import interruptible_pdb
 from ipymini.debugging.dap import debugger_available
@@ -65,7 +65,7 @@ class Kernel(IPyKernelAPI):
         self.subshells = SubshellManager(self)
         self.interrupts = Interrupts(self)
         # comm messages run on the parent shell, serialized with its cells, unless this is set
-        self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
+        self.comms_on_subshells = settings.value("IPYMINI_COMMS_ON_SUBSHELLS")
         self.stdin = StdinBroker(self)
         self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self)
