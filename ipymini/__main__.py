@@ -12,6 +12,10 @@ def main(argv: list[str] | None = None) -> int:
         from ipymini.kernelspec import main as install_main
 
         return install_main(argv[1:])
+    from ipymini import settings
+
+    if not settings.check():  # a bad IPYMINI_* value stops the kernel before it binds a socket
+        return 2
     from ipymini.shell.app import run_kernel
 
     return run_kernel(argv)

@@ -20,7 +20,7 @@ import signal
 import sys
 import traceback
 
-from ipymini import comms
+from ipymini import comms, settings
 from ipymini.bridge import Bridge, KernelServices, kernel_info
 from ipymini.debugging import interruptible_pdb
 from ipymini.debugging.dap import debugger_available
@@ -69,7 +69,7 @@ class Kernel(IPyKernelAPI):
         self.debugger = None  # created by the first debug_request (debugging/debugger.py)
         self.interrupts = Interrupts(self.main, self.subshells, lambda: self.debugger)
         # comm messages run on the parent shell, serialized with its cells, unless this is set
-        self.comms_on_subshells = os.environ.get("IPYMINI_COMMS_ON_SUBSHELLS", "0") == "1"
+        self.comms_on_subshells = settings.value("IPYMINI_COMMS_ON_SUBSHELLS")
         self.stdin = StdinBroker(self.wire, self._send_on_stdin)
         self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self.publisher, self._run_soon, kernel=self)

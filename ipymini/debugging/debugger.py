@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 
+from ipymini import settings
 from ipymini.debugging import cellfile
 from ipymini.debugging.dap import DAPClient, DAPError, hide_thread
 
@@ -90,8 +91,8 @@ class Debugger:
         self.address: tuple[str, int] | None = None  # where pydevd listens (debugpy.listen is once per process)
         self.breakpoints: dict[str, list] = {}  # source path -> breakpoints, for debugInfo
         self.stopped_threads: set[int] = set()
-        self.just_my_code = os.environ.get("IPYMINI_DEBUG_JUST_MY_CODE", "1") != "0"
-        self.timeout = float(os.environ.get("IPYMINI_DEBUG_TIMEOUT", "15"))
+        self.just_my_code = settings.value("IPYMINI_DEBUG_JUST_MY_CODE")
+        self.timeout = settings.value("IPYMINI_DEBUG_TIMEOUT")
         self._removed_transforms: list = []
         self._explorer = None
         self._lock = threading.Lock()

@@ -27,8 +27,9 @@ import time
 import types
 from pathlib import Path
 
+from ipymini import settings
 from ipymini.namespace import cellsource
-from ipymini.namespace.transactions import config_value, is_machinery
+from ipymini.namespace.transactions import is_machinery
 
 MAGIC = b"IPYMINI-CHECKPOINT\n"
 FORMAT = 1
@@ -89,7 +90,7 @@ class Checkpoints:
 
     @property
     def directory(self) -> Path:
-        configured = config_value(self.shell, "checkpoint_dir", "IPYMINI_CHECKPOINT_DIR")
+        configured = settings.value("IPYMINI_CHECKPOINT_DIR", config=self.shell.config)
         if configured:
             return Path(os.path.expanduser(str(configured)))
         return Path(self.shell.profile_dir.location) / "checkpoints"

@@ -12,11 +12,11 @@ environment, or `c.IPyMini.rollback = True` in ipython_kernel_config.py.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import threading
 
+from ipymini import settings
 from ipymini.scheduling.guard import calls_user_code
 
 # IPython's bookkeeping: output cache (_, __, ___, _N), input cache (_i, _ii, _iii, _iN), dunders
@@ -31,18 +31,6 @@ _TRANSACTION_CELL = re.compile(r"\s*%%transaction[ \t]*(?:\r?\n|$)")  # how a %%
 def is_machinery(name: str) -> bool:
     """True for names IPython itself maintains in the user namespace."""
     return name in _MACHINERY or _MACHINERY_RE.fullmatch(name) is not None
-
-
-def config_value(shell, key: str, env: str):
-    """A kernel-wide setting: the environment variable `env`, else `c.IPyMini.<key>` from IPython config."""
-    if env in os.environ:
-        return os.environ[env]
-    section = shell.config.get("IPyMini", None)
-    return section.get(key, None) if section is not None else None
-
-
-def truthy(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _names(names: list) -> str:
@@ -64,7 +52,7 @@ class Transactions:
 
     def __init__(self, shell):
         self.shell = shell
-        self.enabled = truthy(config_value(shell, "rollback", "IPYMINI_ROLLBACK"))
+        self.enabled = settings.value("IPYMINI_ROLLBACK", config=shell.config)
         self.state = _ThreadState()
 
     # -- lifecycle --

@@ -18,6 +18,7 @@ import os
 import select
 import threading
 
+from ipymini import settings
 from ipymini.scheduling.guard import calls_user_code
 
 log = logging.getLogger("ipymini")
@@ -179,7 +180,7 @@ class FDCapture:
 def start_fd_capture(stdout, stderr) -> FDCapture | None:
     """Capture fds 1/2 into the kernel's streams (unless IPYMINI_CAPTURE_FD=0); the kernel's log moves
     to the original stderr so it never lands in a cell."""
-    if os.environ.get("IPYMINI_CAPTURE_FD", "1") == "0":
+    if not settings.value("IPYMINI_CAPTURE_FD"):
         return None
     capture = FDCapture({1: stdout, 2: stderr})
     capture.start()

@@ -18,6 +18,7 @@ import io
 import os
 import threading
 
+from ipymini import settings
 from ipymini.output import routing
 
 PUSH_BYTES = 1 << 16  # hand text to the IOPub queue once this much is buffered
@@ -301,16 +302,9 @@ def after_fork_in_child() -> None:
 
 def set_budget_from_env() -> None:
     """IPYMINI_OUTPUT_LIMIT=bytes turns the per-request budget on (off by default)."""
-    import logging
-    import os
-
-    limit = os.environ.get("IPYMINI_OUTPUT_LIMIT", "").strip()
-    if limit:
-        try:
-            set_budget(int(float(limit)))
-        except ValueError:
-            logging.getLogger("ipymini").warning(
-                "ignored IPYMINI_OUTPUT_LIMIT=%r: not a number of bytes", limit)
+    limit = settings.value("IPYMINI_OUTPUT_LIMIT")
+    if limit is not None:
+        set_budget(limit)
 
 
 def set_budget(limit: int | None) -> None:

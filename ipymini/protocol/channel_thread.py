@@ -17,6 +17,8 @@ from collections import deque
 
 import zmq
 
+from ipymini import settings
+
 log = logging.getLogger("ipymini")
 
 KICK_WAIT = 1.0  # seconds a sender waits for the sockets before leaving its message to the IO thread
@@ -112,7 +114,7 @@ class ChannelThread(threading.Thread):
         self._more_input = False  # input is waiting that this thread must read: poll again at once
         self._iopub_blocked_since = None
         self._held = None  # iopub frames refused by a full subscriber, sent first when room returns
-        self.stall_timeout = float(os.environ.get("IPYMINI_IOPUB_STALL_TIMEOUT", "10"))
+        self.stall_timeout = settings.value("IPYMINI_IOPUB_STALL_TIMEOUT")
         self._warned_stall = False
         self.flush_all = None  # publish every buffered stream text (streams.flush_all), at exit
         self.flush_partials = None  # the streams' timed flush (streams.flush_on_timer, set by the kernel)

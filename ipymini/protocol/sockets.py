@@ -17,11 +17,11 @@ signature) before anything else looks at it; a message that fails is logged and 
 
 from __future__ import annotations
 
-import os
 import threading
 
 import zmq
 
+from ipymini import settings
 from ipymini.protocol.channel_thread import ChannelThread
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -51,7 +51,7 @@ class KernelSockets:
             if channel == "iopub":
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # a subscription event for every subscriber
                 sock.setsockopt(zmq.XPUB_NODROP, 1)  # full subscriber: EAGAIN, never a silent drop
-                sock.sndhwm = int(os.environ.get("IPYMINI_IOPUB_HWM", "100"))
+                sock.sndhwm = settings.value("IPYMINI_IOPUB_HWM")
             if channel in ("shell", "control", "stdin"):
                 sock.router_handover = 1  # a reconnecting client with the same identity takes over
                 # a ROUTER drops silently past its high-water mark; replies are bounded by the

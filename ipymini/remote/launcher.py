@@ -26,6 +26,8 @@ import tempfile
 import threading
 import uuid
 
+from ipymini import settings
+
 from . import payload, ports
 from .listener import CommListener
 
@@ -53,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for ignored in ("spark-context-initialization-mode", "cluster-type"):
         parser.add_argument(f"--{ignored}", f"--RemoteProcessProxy.{ignored}", help=argparse.SUPPRESS)
     parser.add_argument("--kernel-class-name", help=argparse.SUPPRESS)
-    parser.add_argument("--ip", default=os.environ.get("IPYMINI_KERNEL_IP", "0.0.0.0"),
+    parser.add_argument("--ip", default=settings.value("IPYMINI_KERNEL_IP"),
                         help="address the kernel binds (default 0.0.0.0)")
     parser.add_argument("connection_file", nargs="?", help=argparse.SUPPRESS)  # EG's deprecated form
     args, unknown = parser.parse_known_args(argv)
@@ -196,9 +198,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    level = os.environ.get("IPYMINI_LOG_LEVEL", "INFO").upper()
+    if not settings.check():  # a bad IPYMINI_* value: the kernel would not start either
+        return 2
     logging.basicConfig(format="[%(levelname).1s %(asctime)s ipymini.remote] %(message)s",
-                        level=getattr(logging, level, logging.INFO))
+                        level=settings.value("IPYMINI_LOG_LEVEL", default="INFO"))
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
 from IPython.core.application import BaseIPythonApplication, base_aliases, base_flags
@@ -19,6 +18,7 @@ from IPython.core.profiledir import ProfileDir
 from IPython.core.shellapp import InteractiveShellApp, shell_aliases, shell_flags
 from traitlets import Unicode
 
+from ipymini import settings
 from ipymini.shell.zmqshell import ZMQInteractiveShell
 
 aliases = {**base_aliases, **shell_aliases, "f": "IPKernelApp.connection_file"}
@@ -54,7 +54,7 @@ def setup_logging() -> None:
     handler.setFormatter(logging.Formatter("[ipymini %(levelname)s %(asctime)s] %(message)s"))
     log = logging.getLogger("ipymini")
     log.addHandler(handler)
-    log.setLevel(os.environ.get("IPYMINI_LOG_LEVEL", "WARNING").upper())
+    log.setLevel(settings.value("IPYMINI_LOG_LEVEL"))
     log.propagate = False
 
 

@@ -36,6 +36,7 @@ import threading
 import time
 import warnings
 
+from ipymini import settings
 from ipymini.scheduling.guard import calls_user_code, in_kernel_code
 
 log = logging.getLogger("ipymini")
@@ -52,31 +53,18 @@ class CompletionTimeout(KeyboardInterrupt):
     """Raised inside a completion that ran past its budget."""
 
 
-def _env_flag(name: str) -> bool | None:
-    value = os.environ.get(name, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    return None
-
-
 class Completer:
     """Answers complete_request content from an IPython shell's completer."""
 
     def __init__(self, shell):
         self.shell = shell
-        use_jedi = _env_flag("IPYMINI_USE_JEDI")
+        use_jedi = settings.value("IPYMINI_USE_JEDI")
         if use_jedi is not None:
             shell.Completer.use_jedi = use_jedi
-        self.experimental = _env_flag("IPYMINI_EXPERIMENTAL_COMPLETIONS") is not False
+        self.experimental = settings.value("IPYMINI_EXPERIMENTAL_COMPLETIONS")
         _cache_module_lists()
         shell.Completer.custom_matchers.append(namespace_names(shell.Completer))
-        try:
-            self.budget = max(0.0, float(os.environ.get("IPYMINI_COMPLETION_TIMEOUT", "1.5")))
-        except ValueError:
-            log.warning("IPYMINI_COMPLETION_TIMEOUT is not a number; using 1.5 s")
-            self.budget = 1.5
+        self.budget = settings.value("IPYMINI_COMPLETION_TIMEOUT")
 
     def complete(self, code: str, cursor_pos: int | None) -> dict:
         """complete_reply content for the cursor at `cursor_pos` (code points) in `code`."""
