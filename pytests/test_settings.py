@@ -174,7 +174,7 @@ def test_kernel_takes_valid_values():
     k = KernelHarness(env=env)
     try:
         code = ("import logging\nfrom ipymini.debugging.debugger import Debugger\n"
-                "k = get_ipython().kernel\nd = Debugger(k)\n"
+                "k = get_ipython().kernel\nd = Debugger(k.shell, k.publisher)\n"
                 "print(logging.getLogger('ipymini').level, d.timeout, d.just_my_code, k.comms_on_subshells)")
         assert stream_text(k.run_ok(code)) == "20 30.0 False True\n"
         reply, _ = k.request("complete_request", {"code": "impo", "cursor_pos": 4})
