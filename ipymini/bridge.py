@@ -25,9 +25,11 @@ from typing import Callable, Protocol
 from IPython.core import page, payloadpage
 from IPython.core.async_helpers import _pseudo_sync_runner
 
+from ipymini import patches
 from ipymini.scheduling.cell_asyncio import sync_cell
 from ipymini.scheduling.guard import calls_user_code
 from ipymini.shell.completion import Completer
+from ipymini.shell.history import history_reply
 from ipymini.shell.ipykernel_api import present_as_ipykernel
 from ipymini.shell.zmqshell import ZMQInteractiveShell
 
@@ -256,46 +258,8 @@ class Bridge:
         return reply
 
     def history(self, content: dict) -> dict:
-        """history_reply content for tail, range and search requests.
-
-        Entries carry real session numbers whichever access type asked (IPython's get_range numbers the
-        current session 0), and outputs of the current session come from memory for all three (the
-        database only has them when `HistoryManager.db_log_output` is on).
-        """
-        hm = self.shell.history_manager
-        output = bool(content.get("output", False))
-        raw = bool(content.get("raw", True))
-        kind = content["hist_access_type"]
-        try:
-            n = _opt_int(content, "n")
-            if kind == "tail":
-                hist = hm.get_tail(10 if n is None else n, raw=raw, output=output, include_latest=True)
-            elif kind == "range":
-                start = _opt_int(content, "start")
-                hist = hm.get_range(_opt_int(content, "session") or 0, 1 if start is None else start,
-                                    _opt_int(content, "stop"), raw=raw, output=output)
-            elif kind == "search":
-                pattern = content.get("pattern") or "*"
-                if not isinstance(pattern, str):
-                    raise ValueError("pattern must be a string")
-                hist = hm.search(pattern, raw=raw, output=output, n=n,
-                                 unique=bool(content.get("unique", False)))
-            else:
-                raise ValueError(f"unknown hist_access_type {kind!r}")
-            current = hm.session_number
-            entries = []
-            for session, line, item in hist:
-                if session == 0:
-                    session = current
-                if line == 0 and session == current:
-                    continue  # IPython's placeholder before the first cell, not a cell
-                if output and session == current and item[1] is None:
-                    item = (item[0], hm.output_hist_reprs.get(line))
-                entries.append([session, line, list(item) if output else item])
-        except (ValueError, TypeError) as e:
-            return {"status": "error", "ename": type(e).__name__, "evalue": str(e), "traceback": [],
-                    "history": []}
-        return {"status": "ok", "history": entries}
+        """history_reply content from IPython's history (see shell/history.py)."""
+        return history_reply(content, self.shell.history_manager)
 
     # -- stdin --
 
@@ -308,8 +272,8 @@ class Bridge:
         def getpass_(prompt="Password: ", stream=None):
             return request_input(str(prompt), True)
 
-        builtins.input = input
-        getpass.getpass = getpass_
+        patches.patch(builtins, "input", input)
+        patches.patch(getpass, "getpass", getpass_)
 
     def shutdown(self) -> None:
         """Let IPython save history and run its exit hooks."""
@@ -345,15 +309,6 @@ def warm_tracebacks(shell) -> None:
         pass
     finally:
         linecache.cache.pop(name, None)
-
-
-def _opt_int(content: dict, name: str) -> int | None:
-    value = content.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"history_request field {name!r} must be an integer")
-    return value
 
 
 def language_info() -> dict:

@@ -24,6 +24,7 @@ import comm
 from comm.base_comm import BaseComm
 from comm.base_comm import CommManager as BaseCommManager
 
+from ipymini import patches
 from ipymini.output import routing
 from ipymini.scheduling.guard import calls_user_code
 
@@ -36,8 +37,8 @@ def install(manager: CommManager) -> None:
     """Make the `comm` package return ipymini's comms and `manager` (call before user code runs)."""
     global _manager
     _manager = manager
-    comm.create_comm = create_comm
-    comm.get_comm_manager = get_comm_manager
+    patches.patch(comm, "create_comm", create_comm)
+    patches.patch(comm, "get_comm_manager", get_comm_manager)
 
 
 def create_comm(*args, **kwargs) -> Comm:

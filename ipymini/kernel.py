@@ -20,23 +20,31 @@ import signal
 import sys
 import traceback
 
-from ipymini import comms, settings
+from ipymini import comms, patches, settings
 from ipymini.bridge import Bridge, KernelServices, kernel_info
 from ipymini.debugging import interruptible_pdb
 from ipymini.debugging.dap import debugger_available
+from ipymini.debugging.dap import response as dap_response
 from ipymini.output import routing, streams
 from ipymini.output.fdcapture import FDCapture, start_fd_capture
 from ipymini.output.iopub import IOPubQueue
 from ipymini.output.publisher import Publisher
 from ipymini.output.streams import KernelStream
-from ipymini.protocol.messages import Request, execute_metadata, problem_with, unknown_subshell_reply
+from ipymini.protocol.messages import (
+    Request,
+    error_reply,
+    execute_metadata,
+    problem_with,
+    unknown_subshell_reply,
+)
 from ipymini.protocol.sockets import KernelSockets
 from ipymini.protocol.wire import Wire, now_iso
 from ipymini.scheduling import cell_asyncio, lifecycle
 from ipymini.scheduling.guard import calls_user_code
 from ipymini.scheduling.interrupts import Interrupts
 from ipymini.scheduling.stdin import StdinBroker
-from ipymini.scheduling.workers import ShellWorker, SubshellManager, subshell_history
+from ipymini.scheduling.workers import ShellWorker, SubshellManager
+from ipymini.shell.history import CellLog, history_reply
 from ipymini.shell.ipykernel_api import IPyKernelAPI
 
 log = logging.getLogger("ipymini")
@@ -50,13 +58,14 @@ _STATUS_CONTENT = {state: f'{{"execution_state": "{state}"}}'.encode() for state
 class Kernel(IPyKernelAPI):
     """Serves the Jupyter messaging protocol for one IPython shell."""
 
-    def __init__(self, conn: dict, app):
+    def __init__(self, conn: dict, app, sockets=None):
+        """`conn`: the connection file's content; `app`: the IPKernelApp (shell/app.py); `sockets`:
+        stand-in sockets for in-process tests (default: bind the real ones from `conn`)."""
         self.conn = conn
         self.app = app
-        key = conn.get("key", "")
-        # refuses a replayed signature for the kernel's whole lifetime (~150 bytes per message received)
-        self.wire = Wire(key, conn.get("signature_scheme", "hmac-sha256"))
-        self.sockets = KernelSockets(conn, self.wire)
+        # refuses a replayed signature among the latest 2**16 messages received (protocol/wire.py)
+        self.wire = Wire(conn.get("key", ""), conn.get("signature_scheme", "hmac-sha256"))
+        self.sockets = sockets if sockets is not None else KernelSockets(conn, self.wire)
         self.iopub = IOPubQueue(self.wire)
         self.publisher = Publisher(self.iopub)  # what collaborators publish through
         self.bridge: Bridge | None = None
@@ -117,8 +126,8 @@ class Kernel(IPyKernelAPI):
                              on_crash=self.request_stop, flush_partials=streams.flush_on_timer,
                              flush_all=streams.flush_all)
         self.sockets.read_shell_on(self.loop, self.main)
-        sys.stdout = KernelStream("stdout", self.iopub, fileno=1)
-        sys.stderr = KernelStream("stderr", self.iopub, fileno=2)
+        patches.patch(sys, "stdout", KernelStream("stdout", self.iopub, fileno=1))
+        patches.patch(sys, "stderr", KernelStream("stderr", self.iopub, fileno=2))
         self._start_output_options()
         comms.install(self.comm_manager)
         self.bridge = Bridge(self.app, KernelServices(
@@ -177,7 +186,7 @@ class Kernel(IPyKernelAPI):
             streams.fd_capture = None
             self.fd_capture.stop()
         streams.flush_all()
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        patches.restore_all()  # sys.stdout/stderr, input(), ... (patches.py lists them all)
         self.sockets.close()
 
     def request_stop(self) -> None:
@@ -224,11 +233,7 @@ class Kernel(IPyKernelAPI):
         if worker.cell_task is None:
             worker.enqueue(req)
             return
-        token = routing.current_request.set(req)
-        try:
-            self._dispatch_sync(req, self.shell_handlers)
-        finally:
-            routing.current_request.reset(token)
+        self._answer_now(req, self.shell_handlers)
 
     def _on_control_message(self, channel: str, idents: list, msg: dict, header_frame: bytes) -> None:
         """Control thread: handle the request right here."""
@@ -241,11 +246,7 @@ class Kernel(IPyKernelAPI):
             # interrupts), and is answered here
             self.main.loop.call_soon_threadsafe(self._control_to_shell, req)
             return
-        token = routing.current_request.set(req)
-        try:
-            self._dispatch_sync(req, self.control_handlers)
-        finally:
-            routing.current_request.reset(token)
+        self._answer_now(req, self.control_handlers)
 
     def _control_to_shell(self, req: Request) -> None:
         """On the main loop: queue a shell request that came on control (numbered under the IO
@@ -254,16 +255,22 @@ class Kernel(IPyKernelAPI):
             self.main.submit(req)
 
     async def handle_shell(self, req: Request, worker: ShellWorker) -> None:
-        """Handle one shell request on its worker: busy, the handler's outputs and reply, idle."""
+        """Handle one shell request on its worker (its turn in the worker's line has come)."""
         routing.set_latest(req)
+        await self._answer(req, self.shell_handlers, worker)
+        self.bridge.after_request()
+
+    async def _answer(self, req: Request, handlers: dict, worker: ShellWorker | None = None) -> None:
+        """The one path every request takes: busy, the checks, its handler (outputs, then the reply),
+        idle; everything parented to `req`. A handler may be async (execute_request)."""
         token = routing.current_request.set(req)
         try:
             self._publish_status("busy", req)
             problem = problem_with(req.msg)
-            handler = None if problem else self.shell_handlers.get(req.msg_type)
+            handler = None if problem else handlers.get(req.msg_type)
             if handler is None:
                 self._refuse(req, problem)
-            elif req.msg_type == "execute_request" and req.seq <= worker.abort_through:
+            elif worker is not None and req.msg_type == "execute_request" and req.seq <= worker.abort_through:
                 self._send_aborted(req)
             else:
                 try:
@@ -274,9 +281,19 @@ class Kernel(IPyKernelAPI):
                     self._reply_exception(req, e)
             streams.flush_all()
             self._publish_status("idle", req)
-            self.bridge.after_request()
         finally:
             routing.current_request.reset(token)
+
+    def _answer_now(self, req: Request, handlers: dict) -> None:
+        """`_answer` on the calling thread, for a synchronous handler (control requests, a comm
+        message during an async cell): the coroutine finishes without ever suspending."""
+        coro = self._answer(req, handlers)
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        coro.close()
+        log.error("a %s handler awaited where nothing can resume it", req.msg_type)
 
     def answer_aborted(self, req: Request) -> None:
         """A shell request that will never run (its subshell was deleted): busy, `aborted`, idle."""
@@ -302,20 +319,6 @@ class Kernel(IPyKernelAPI):
             log.warning("dropped a %s for unknown subshell_id %r", req.msg_type, req.subshell_id)
         self._publish_status("idle", req)
 
-    def _dispatch_sync(self, req: Request, handlers: dict) -> None:
-        self._publish_status("busy", req)
-        problem = problem_with(req.msg)
-        handler = None if problem else handlers.get(req.msg_type)
-        if handler is None:
-            self._refuse(req, problem)
-        else:
-            try:
-                handler(req)
-            except Exception as e:
-                self._reply_exception(req, e)
-        streams.flush_all()
-        self._publish_status("idle", req)
-
     def _refuse(self, req: Request, problem: str | None) -> None:
         """Answer a malformed or unknown request with an error reply (nothing is run)."""
         msg_type = req.msg.get("header", {}).get("msg_type", "")
@@ -324,15 +327,13 @@ class Kernel(IPyKernelAPI):
         log.warning("refused a %s message: %s", req.channel, problem)
         if isinstance(msg_type, str) and msg_type.endswith("_request") and isinstance(
                 req.msg.get("header", {}).get("msg_id"), str):
-            self.send_reply(req, {"status": "error", "ename": "BadRequest", "evalue": problem,
-                                  "traceback": []})
+            self.send_reply(req, error_reply("BadRequest", problem))
 
     def _reply_exception(self, req: Request, e: BaseException) -> None:
         log.error("error handling %s:\n%s", req.msg_type, traceback.format_exc())
         if req.msg_type in COMM_TYPES:
             return  # comm messages get no reply
-        self.send_reply(req, {"status": "error", "ename": type(e).__name__, "evalue": str(e),
-                              "traceback": traceback.format_exception(e)})
+        self.send_reply(req, error_reply(type(e).__name__, str(e), traceback.format_exception(e)))
 
     # ------------------------------------------------------------------ outgoing messages
 
@@ -436,7 +437,7 @@ class Kernel(IPyKernelAPI):
     def history_request(self, req: Request) -> None:
         worker = req.worker
         if worker is not None and worker.subshell_id is not None:
-            self.send_reply(req, subshell_history(worker, req.content))
+            self.send_reply(req, history_reply(req.content, CellLog(worker.history)))
         else:
             self.send_reply(req, self.bridge.history(req.content))
 
@@ -469,10 +470,7 @@ class Kernel(IPyKernelAPI):
         # sends `evaluate` on Tab either way); debugpy itself is imported by `initialize`.
         if self.debugger is None:
             if not debugger_available():
-                c = req.content
-                self.send_reply(req, {"type": "response", "request_seq": c.get("seq", 0),
-                                      "success": False, "command": c.get("command", ""),
-                                      "message": "debugpy is not installed", "body": {}})
+                self.send_reply(req, dap_response(req.content, False, message="debugpy is not installed"))
                 return
             from ipymini.debugging.debugger import Debugger
 

@@ -172,3 +172,12 @@ def debugger_available() -> bool:
 
         _debugpy_found.append(importlib.util.find_spec("debugpy") is not None)
     return _debugpy_found[0]
+
+
+def response(request: dict, success: bool = True, body: dict | None = None, message: str | None = None):
+    """A DAP response to `request`."""
+    reply = {"type": "response", "request_seq": request.get("seq", 0), "success": success,
+             "command": request.get("command", ""), "body": body if body is not None else {}}
+    if message is not None:
+        reply["message"] = message
+    return reply

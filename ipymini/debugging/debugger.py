@@ -31,9 +31,9 @@ import os
 import sys
 import threading
 
-from ipymini import settings
+from ipymini import patches, settings
 from ipymini.debugging import cellfile
-from ipymini.debugging.dap import DAPClient, DAPError, hide_thread
+from ipymini.debugging.dap import DAPClient, DAPError, hide_thread, response
 
 log = logging.getLogger("ipymini")
 
@@ -58,15 +58,6 @@ def visible_name(name: str) -> bool:
     return not (name.startswith("_") and name[1:2].isdigit())
 
 
-def response(request: dict, success: bool = True, body: dict | None = None, message: str | None = None):
-    """A DAP response to `request`."""
-    reply = {"type": "response", "request_seq": request.get("seq", 0), "success": success,
-             "command": request.get("command", ""), "body": body if body is not None else {}}
-    if message is not None:
-        reply["message"] = message
-    return reply
-
-
 def import_debugpy():
     """Import debugpy with the environment it needs in a kernel (see the module docstring)."""
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -74,7 +65,8 @@ def import_debugpy():
     hook = sys.breakpointhook
     import debugpy
 
-    sys.breakpointhook = hook  # pydevd installs its own at import; ours (install_breakpointhook) decides
+    # pydevd installs its own hook at import: undone, ours (install_breakpointhook) decides
+    sys.breakpointhook = hook
     return debugpy
 
 
@@ -453,4 +445,4 @@ def install_breakpointhook() -> None:
                         stop_at_frame=sys._getframe(1))
 
     hook._ipymini = True
-    sys.breakpointhook = hook
+    patches.patch(sys, "breakpointhook", hook)

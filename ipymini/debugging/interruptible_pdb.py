@@ -8,6 +8,7 @@ swaps in IPython's InterruptiblePdb at startup; ipymini does the same when pdb i
 
 from __future__ import annotations
 
+from ipymini import patches
 from ipymini.patches import after_import
 
 
@@ -16,9 +17,9 @@ def make_interruptible(pdb_module) -> None:
     from IPython.core import debugger
 
     if hasattr(debugger, "InterruptiblePdb"):
-        debugger.Pdb = debugger.InterruptiblePdb
-        pdb_module.Pdb = debugger.Pdb
-        pdb_module.set_trace = debugger.set_trace
+        patches.patch(debugger, "Pdb", debugger.InterruptiblePdb)
+        patches.patch(pdb_module, "Pdb", debugger.Pdb)
+        patches.patch(pdb_module, "set_trace", debugger.set_trace)
 
 
 def install() -> None:

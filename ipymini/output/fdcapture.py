@@ -18,7 +18,7 @@ import os
 import select
 import threading
 
-from ipymini import settings
+from ipymini import patches, settings
 from ipymini.scheduling.guard import calls_user_code
 
 log = logging.getLogger("ipymini")
@@ -75,9 +75,8 @@ class FDCapture:
             return status
 
         system_then_drain.__doc__, wait_then_drain.__doc__ = system.__doc__, wait.__doc__
-        os.system = system_then_drain
-        subprocess.Popen.wait = wait_then_drain
-        self._restore = lambda: (setattr(os, "system", system), setattr(subprocess.Popen, "wait", wait))
+        patches.patch(os, "system", system_then_drain)  # restored at shutdown (patches.restore_all)
+        patches.patch(subprocess.Popen, "wait", wait_then_drain)
 
     def original_stderr(self):
         """A text file on the original stderr, for the kernel's own log."""
@@ -162,7 +161,6 @@ class FDCapture:
             self.flush_c_stdio()
         except Exception:
             pass
-        self._restore()
         for fd, saved in self.saved.items():
             os.dup2(saved, fd)
             os.close(saved)

@@ -13,6 +13,8 @@ import concurrent.futures
 import contextvars
 import threading
 
+from ipymini import patches
+
 current_request: contextvars.ContextVar = contextvars.ContextVar("ipymini_request", default=None)
 
 _latest = [None]  # the most recent shell request, for output produced outside any request
@@ -96,11 +98,11 @@ def install_context_propagation() -> None:
         self.run = lambda: ctx.run(run)
         thread_start(self)
 
-    threading.Thread.start = start
+    patches.patch(threading.Thread, "start", start)
 
     pool_submit = concurrent.futures.ThreadPoolExecutor.submit
 
     def submit(self, fn, /, *args, **kwargs):
         return pool_submit(self, contextvars.copy_context().run, fn, *args, **kwargs)
 
-    concurrent.futures.ThreadPoolExecutor.submit = submit
+    patches.patch(concurrent.futures.ThreadPoolExecutor, "submit", submit)

@@ -79,7 +79,12 @@ def execute_metadata(engine: str, started: str, status: str) -> dict:
     return {"started": started, "dependencies_met": True, "engine": engine, "status": status}
 
 
+def error_reply(ename: str, evalue: str, traceback=(), **fields) -> dict:
+    """Reply content for a request that failed: `ename`/`evalue` name the error, `traceback` its lines
+    (none for a refused request); `fields` adds what a reply type always carries (history: [])."""
+    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": list(traceback), **fields}
+
+
 def unknown_subshell_reply(subshell_id) -> dict:
     """The error reply for a subshell that does not exist (ipykernel 7.4's wording)."""
-    return {"status": "error", "ename": "UnknownSubshellError",
-            "evalue": f"Unknown subshell_id {subshell_id!r}", "traceback": []}
+    return error_reply("UnknownSubshellError", f"Unknown subshell_id {subshell_id!r}")

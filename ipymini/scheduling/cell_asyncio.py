@@ -21,6 +21,7 @@ import threading
 from asyncio import events, tasks
 from contextlib import contextmanager
 
+from ipymini import patches
 from ipymini.scheduling.guard import calls_user_code
 
 _state = threading.local()  # .sync_cell: a cell without top-level await runs on this thread
@@ -98,8 +99,9 @@ def install() -> None:
         with _kernel_loop_set_aside():
             return runner_run(self, coro, **kwargs)
 
-    asyncio.run = asyncio.runners.run = asyncio_run
-    asyncio.Runner.run = runner_run_
+    patches.patch(asyncio, "run", asyncio_run)
+    patches.patch(asyncio.runners, "run", asyncio_run)
+    patches.patch(asyncio.Runner, "run", runner_run_)
     for name in ("run_until_complete", "run_forever"):
         _wrap_other_loops(name, getattr(asyncio.BaseEventLoop, name), calls_user_code)
 
@@ -113,4 +115,4 @@ def _wrap_other_loops(name: str, method, calls_user_code) -> None:
             return method(self, *args)
 
     other_loop_method.__name__ = name
-    setattr(asyncio.BaseEventLoop, name, other_loop_method)
+    patches.patch(asyncio.BaseEventLoop, name, other_loop_method)

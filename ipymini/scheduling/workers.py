@@ -288,33 +288,3 @@ class SubshellManager:
     def stop_all(self) -> None:
         for subshell_id in self.ids():
             self.delete(subshell_id)
-
-
-def subshell_history(worker: ShellWorker, content: dict) -> dict:
-    """history_reply content from a subshell's own history (session 0: this kernel's run)."""
-    rows = [(0, count, code) for count, code in worker.history]
-    kind = content.get("hist_access_type")
-    n = content.get("n")
-    if kind == "tail":
-        rows = rows[-int(n):] if n else rows
-    elif kind == "range":
-        start = int(content.get("start", 0) or 0)
-        stop = content.get("stop")
-        rows = [r for r in rows if r[1] >= start and (stop is None or r[1] < int(stop))]
-    elif kind == "search":
-        import fnmatch
-
-        pattern = content.get("pattern", "*")
-        rows = [r for r in rows if fnmatch.fnmatchcase(r[2], pattern)]
-        if content.get("unique"):
-            seen, unique = set(), []
-            for r in reversed(rows):
-                if r[2] not in seen:
-                    seen.add(r[2])
-                    unique.append(r)
-            rows = unique[::-1]
-        if n:
-            rows = rows[-int(n):]
-    if content.get("output"):
-        rows = [(s, c, (code, None)) for s, c, code in rows]
-    return {"status": "ok", "history": [list(r) for r in rows]}

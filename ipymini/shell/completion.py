@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 
-from ipymini import settings
+from ipymini import patches, settings
 from ipymini.scheduling.guard import calls_user_code, in_kernel_code
 
 log = logging.getLogger("ipymini")
@@ -209,7 +209,7 @@ def _cache_module_lists() -> None:
 
     module_list._ipymini_cached = True
     module_list.__doc__ = scan.__doc__
-    completerlib.module_list = module_list
+    patches.patch(completerlib, "module_list", module_list)
 
 
 def _safe_parso_cache() -> None:
@@ -246,7 +246,8 @@ def _safe_parso_cache() -> None:
             return None
 
     save_atomically._ipymini = True
-    cache._save_to_file_system, cache._load_from_file_system = save_atomically, load_or_miss
+    patches.patch(cache, "_save_to_file_system", save_atomically)
+    patches.patch(cache, "_load_from_file_system", load_or_miss)
 
 
 class _Timer:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 
+from ipymini import patches
 from ipymini.output import routing, streams
 from ipymini.patches import after_import
 
@@ -42,9 +43,9 @@ def present_as_ipykernel(shell_class) -> None:
                              f"not {name!r}")
 
     module.__getattr__ = __getattr__
-    sys.modules[IPYKERNEL_SHELL_MODULE] = module
+    patches.patch(sys.modules, IPYKERNEL_SHELL_MODULE, module)
     # if user code imports the real ipykernel package, `ipykernel.zmqshell` is the stand-in there too
-    after_import("ipykernel", lambda package: setattr(package, "zmqshell", module))
+    after_import("ipykernel", lambda package: patches.patch(package, "zmqshell", module))
 
 
 class IOPubSocket:

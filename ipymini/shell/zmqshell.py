@@ -22,6 +22,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.payload import PayloadManager
 from traitlets import Any, Type
 
+from ipymini import patches
 from ipymini.debugging.cellfile import cell_filename
 from ipymini.output import routing
 from ipymini.output.routing import parent_request
@@ -272,7 +273,7 @@ class ZMQInteractiveShell(InteractiveShell):
         subshells run cells on several threads at once.
         """
         self.builtin_trap.activate()
-        sys.displayhook = self.displayhook
+        patches.patch(sys, "displayhook", self.displayhook)
         self.builtin_trap = _PermanentBuiltinTrap(shell=self)
         self.display_trap = _PermanentDisplayTrap(hook=self.displayhook)
 

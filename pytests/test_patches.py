@@ -1,0 +1,95 @@
+"""ipymini's one list of patches (ipymini/patches.py): what it changes outside its own objects, and
+that every change can be undone."""
+
+import ast
+import getpass
+import subprocess
+import sys
+
+import pytest
+from kernel_harness import KernelHarness, value
+
+from ipymini import patches
+
+# what a running kernel has patched by the time it answers its first request
+AT_STARTUP = {"sys.stdout", "sys.stderr", "sys.displayhook", "builtins.input", "getpass.getpass",
+              "threading.Thread.start", "concurrent.futures.thread.ThreadPoolExecutor.submit",
+              "asyncio.run", "asyncio.runners.run", "asyncio.runners.Runner.run",
+              "asyncio.base_events.BaseEventLoop.run_until_complete",
+              "asyncio.base_events.BaseEventLoop.run_forever", "os.system", "subprocess.Popen.wait",
+              "comm.create_comm", "comm.get_comm_manager", "sys.modules[ipykernel.zmqshell]"}
+
+
+@pytest.fixture
+def clean_patches():
+    saved = list(patches._applied)
+    patches._applied.clear()
+    yield
+    patches.restore_all()
+    patches._applied[:] = saved
+
+
+def test_patch_and_restore_a_module_attribute_a_class_attribute_and_a_dict_item(clean_patches):
+    original_getpass, original_wait = getpass.getpass, subprocess.Popen.__dict__["wait"]
+    had_module = "ipykernel.zmqshell" in sys.modules
+    patches.patch(getpass, "getpass", lambda prompt="": "secret")
+    patches.patch(subprocess.Popen, "wait", lambda self, timeout=None: 0)
+    if not had_module:
+        patches.patch(sys.modules, "ipykernel.zmqshell", object())
+    assert getpass.getpass() == "secret" and subprocess.Popen.wait(None) == 0
+    assert patches.applied()[:2] == ["getpass.getpass", "subprocess.Popen.wait"]
+    patches.restore_all()
+    assert getpass.getpass is original_getpass
+    assert subprocess.Popen.__dict__["wait"] is original_wait
+    assert ("ipykernel.zmqshell" in sys.modules) == had_module
+    assert patches.applied() == []
+
+
+def test_a_target_changed_again_by_someone_else_is_left_alone(clean_patches):
+    original = getpass.getpass
+    patches.patch(getpass, "getpass", lambda prompt="": "ours")
+    theirs = lambda prompt="": "theirs"  # noqa: E731
+    getpass.getpass = theirs
+    try:
+        patches.restore_all()
+        assert getpass.getpass is theirs
+    finally:
+        getpass.getpass = original
+
+
+def test_an_undeclared_target_is_refused(clean_patches):
+    import json
+
+    with pytest.raises(ValueError, match="json.dumps is not in ipymini's list of patches"):
+        patches.patch(json, "dumps", lambda obj: "")
+    assert patches.applied() == []
+
+
+def test_every_declared_patch_says_why():
+    assert all(isinstance(why, str) and len(why) > 10 for why in patches.PATCHES.values())
+
+
+def test_a_running_kernel_patches_what_the_list_says_and_restores_it():
+    k = KernelHarness()
+    try:
+        applied = set(ast.literal_eval(value(k, "__import__('ipymini.patches').patches.applied()")))
+        assert AT_STARTUP <= applied <= set(patches.PATCHES)
+        k.run_ok("import pdb")  # patched when first imported
+        assert "pdb.Pdb" in ast.literal_eval(value(k, "__import__('ipymini.patches').patches.applied()"))
+        # put every original back (as shutdown does), then look: results come through user_expressions
+        reply, _ = k.execute(
+            "from ipymini import patches as _p; _p.restore_all()\n"
+            "import builtins, threading, asyncio, os, sys, pdb, comm\n"
+            "_restored = [builtins.input.__module__, threading.Thread.start.__module__,\n"
+            "             asyncio.run.__module__, os.system.__module__ if hasattr(os.system, '__module__') else '',\n"
+            "             sys.stdout is sys.__stdout__, pdb.Pdb.__module__, comm.create_comm.__module__,\n"
+            "             'ipykernel.zmqshell' in sys.modules, _p.applied()]",
+            user_expressions={"r": "_restored"})
+        assert reply["content"]["status"] == "ok", reply["content"]
+        restored = ast.literal_eval(reply["content"]["user_expressions"]["r"]["data"]["text/plain"])
+        assert restored[0] == "builtins" and restored[1] == "threading"
+        assert restored[2] == "asyncio.runners" and restored[3] in ("posix", "nt", "")
+        assert restored[4] is True and restored[5] == "pdb" and restored[6] == "comm"
+        assert restored[7] is False and restored[8] == []
+    finally:
+        k.stop()
