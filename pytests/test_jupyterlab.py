@@ -261,12 +261,24 @@ def test_tab_completion(page):
     from playwright.sync_api import expect
 
     cell = type_in_last_cell(page, "import collec")
-    t0 = time.monotonic()
-    page.keyboard.press("Tab")
     editor = cell.locator(".cm-content")
+    expect(editor).to_have_text("import collec")  # the editor has the text before Tab asks
     # JupyterLab lists the kernel's matches (even a single one) in the completer; Enter takes one
     match = page.locator(".jp-Completer .jp-Completer-match", has_text=re.compile(r"^collections$"))
-    match.or_(editor.filter(has_text="collections")).first.wait_for(timeout=10_000)
+    for attempt in range(3):
+        # on a loaded machine JupyterLab sometimes renders the list and keeps it hidden (it judged
+        # the reply stale); the user presses Tab again, and so does the test
+        t0 = time.monotonic()
+        page.keyboard.press("Tab")
+        try:
+            match.or_(editor.filter(has_text="collections")).first.wait_for(timeout=8_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")  # closes the list (and leaves the editor): come back to it
+            editor.click()
+            page.keyboard.press("End")
     if match.count():
         shot(page, "completion-list")
         page.keyboard.press("Enter")
