@@ -63,6 +63,8 @@ class Run:
 
     def __init__(self, root: Path, kernels: list[KernelDef], ipython_args: tuple):
         self.ksm: KernelSpecManager = write_kernelspecs(root, kernels, ipython_args)
+        if any(k.from_repo for k in kernels):
+            compile_repo()
         self.cwd = root / "cwd"
         self.cwd.mkdir()
         self.ipython_dir = str(root / "ipython")
@@ -79,6 +81,15 @@ class Run:
             stop(km, c)
             raise
         return km, c, c.startup_done - t0
+
+
+def compile_repo() -> None:
+    """Byte-compile this checkout's package, as pip does for an installed one (the peers, ipykernel).
+    Without it, an environment with PYTHONDONTWRITEBYTECODE=1 has every start of the repository's
+    kernels compile ipymini's source again: ~50 ms of CPU that no installed kernel pays."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "ipymini"), quiet=1)
 
 
 def stop(km: KernelManager, c: Client) -> None:

@@ -14,7 +14,6 @@ raised asynchronously at its next bytecode (a blocking C call such as time.sleep
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import sys
 import threading
@@ -144,6 +143,8 @@ class ShellWorker:
 
     def _raise_in_cell(self, attempts: int = 2000) -> None:
         """Raise KeyboardInterrupt in this subshell's thread once it runs user code, not ours."""
+        import ctypes  # only an interrupt of a subshell needs it: not loaded at startup
+
         ident = self.thread.ident
         for _ in range(attempts):
             if not self.executing:
