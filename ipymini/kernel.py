@@ -384,10 +384,10 @@ class Kernel(IPyKernelAPI):
         count = worker.execution_count if subshell else bridge.execution_count
         if not silent:
             self.publisher.publish("execute_input", {"code": code, "execution_count": count})
-        worker.cancelled_by_interrupt = False
         started = now_iso()
         cell_id = (req.msg.get("metadata") or {}).get("cellId")
         # a subshell keeps its own count and history; IPython's belong to the parent shell
+        req.subshell_count = count if subshell else None
         status = await bridge.execute(code, silent, store_history and not subshell, worker,
                                       cell_id=cell_id, cell_meta=req.msg.get("metadata"))
         if subshell and store_history:

@@ -80,7 +80,7 @@ class ShellWorker:
         self.abort_through = 0  # execute requests received up to this number are aborted
         self.executing = False  # a synchronous cell runs on this worker's thread
         self.cell_task: asyncio.Task | None = None  # the running cell, while it awaits
-        self.cancelled_by_interrupt = False
+        self.running = None  # the request being handled (its `interrupted` is set by interrupt())
         self.execution_count = 1  # subshells count their own cells
         self.history: list[tuple[int, str]] = []  # a subshell's (count, code), for history_request
         self.input_waiter = None  # the queue an input() on this shell waits on
@@ -134,7 +134,9 @@ class ShellWorker:
         if waiter is not None and self.thread is not None:
             waiter.put(INPUT_INTERRUPTED)  # a subshell waiting in input()
         elif task is not None:
-            self.cancelled_by_interrupt = True
+            running = self.running
+            if running is not None:
+                running.interrupted = True
             self.loop.call_soon_threadsafe(task.cancel)
         elif self.executing and self.thread is not None:
             thread = threading.Thread(target=self._raise_in_cell, name="ipymini-interrupter", daemon=True)
@@ -189,10 +191,13 @@ class ShellWorker:
             req = self.pending.popleft()
             if self.on_busy is not None:
                 self.on_busy()
+            self.running = req
             try:
                 await self._handle(req, self)
             except Exception:  # a kernel bug must cost one request, never the shell
                 log.exception("error serving a %s request", self.subshell_id or "shell")
+            finally:
+                self.running = None
 
     # -- a subshell's own thread --
 

@@ -83,8 +83,7 @@ def install(shell, connection_file: str, subshell_ids) -> None:
         from ipymini.output.routing import parent_request
 
         request = parent_request()
-        worker = request.worker if request is not None else None
-        print(f"subshell id: {worker.subshell_id if worker is not None else None}")
+        print(f"subshell id: {request.subshell_id if request is not None else None}")
         print(f"thread id: {threading.get_ident()}")
         print(f"main thread id: {threading.main_thread().ident}")
         print(f"pid: {os.getpid()}")

@@ -29,11 +29,10 @@ from ipymini.output.routing import parent_request
 from ipymini.scheduling.guard import KERNEL_DIR, calls_user_code
 
 
-def _subshell_worker():
-    """The subshell worker running the current cell, or None on the parent shell."""
+def _subshell_count():
+    """The execution count of the cell running on a subshell, or None on the parent shell."""
     req = parent_request()
-    worker = req.worker if req is not None else None
-    return worker if worker is not None and worker.subshell_id is not None else None
+    return req.subshell_count if req is not None else None
 
 
 class KernelDisplayHook(DisplayHook):
@@ -45,12 +44,12 @@ class KernelDisplayHook(DisplayHook):
         self._local.result = {"data": {}, "metadata": {}}
 
     def write_output_prompt(self):
-        worker = _subshell_worker()
-        count = worker.execution_count if worker is not None else self.prompt_count
+        count = _subshell_count()
+        count = self.prompt_count if count is None else count
         self._local.result["execution_count"] = count
 
     def update_user_ns(self, result):
-        if _subshell_worker() is None:  # subshells leave the parent's Out, _ and _N alone
+        if _subshell_count() is None:  # subshells leave the parent's Out, _ and _N alone
             out = self.shell.user_ns.get("_oh")
             before = len(out) if isinstance(out, dict) else None
             super().update_user_ns(result)
@@ -65,7 +64,7 @@ class KernelDisplayHook(DisplayHook):
             del hidden[name]
 
     def log_output(self, format_dict):
-        if _subshell_worker() is None:
+        if _subshell_count() is None:
             super().log_output(format_dict)
             self._forget_old_outputs()
 
@@ -316,8 +315,7 @@ class ZMQInteractiveShell(InteractiveShell):
     def showtraceback(self, exc_tuple=None, *args, **kwargs):
         etype = sys.exc_info()[0] if exc_tuple is None else exc_tuple[0]
         req = parent_request()
-        worker = req.worker if req is not None else None
-        if etype is asyncio.CancelledError and worker is not None and worker.cancelled_by_interrupt:
+        if etype is asyncio.CancelledError and req is not None and req.interrupted:
             # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
             tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
             exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)
