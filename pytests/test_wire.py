@@ -152,3 +152,48 @@ def test_a_cyclic_message_part_is_a_clear_error():
     with pytest.raises(ValueError, match="refers to itself"):
         wire.serialize(wire.msg("display_data", content))
 
+
+
+def test_fast_paths_give_the_same_bytes_as_the_general_ones(monkeypatch):
+    """message_frames (the publisher's path) and stream_content (a stream chunk's content) must give
+    exactly the frames msg() + serialize() and pack() give; the hand-rolled HMAC must equal hmac's."""
+    import hashlib
+    import hmac as hmac_module
+
+    from ipymini.protocol import wire as wire_module
+    from ipymini.protocol.wire import pack, stream_content
+
+    monkeypatch.setattr(wire_module, "now_iso", lambda: "2026-01-02T03:04:05.000006Z")
+    long_key = b"k" * 200  # longer than SHA-256's block: hashed first, as RFC 2104 says
+    for key, scheme in ((KEY, "hmac-sha256"), (long_key, "hmac-sha256"), (KEY, "hmac-sha512"), (b"", "hmac-sha256")):
+        wire = Wire(key, scheme, username="ü\"ser")
+        parent = Wire(KEY).msg("execute_request", {"code": "1"})
+        parent_frame = pack(parent["header"])
+        for msg_type, content, metadata in (("display_data", {"data": {"text/plain": "5"}}, None),
+                                            ("comm_msg", {"x": "é\n\"\\"}, {"k": 1}),
+                                            ("ty\"pe", None, {})):
+            got_msg, frames = wire.message_frames(msg_type, content, parent["header"], parent_frame,
+                                                  metadata, [b"topic"])
+            again = wire.serialize(got_msg, ident=[b"topic"], parent_frame=parent_frame)
+            assert frames == again
+            assert frames[3] == pack(got_msg["header"])
+            assert got_msg == {**wire.msg(msg_type, content, parent=parent["header"], metadata=metadata,
+                                          header=got_msg["header"])}
+            if key:
+                expected = hmac_module.new(key, b"".join(frames[3:7]), getattr(hashlib, scheme[5:]))
+                assert frames[2] == expected.hexdigest().encode()
+    texts = ["", "plain\n" * 1000, "tab\tand \"quotes\" and \\ back\n", "\x00\x1f\x7f", "héllo ✓\n",
+             "lone \udcff surrogate\n", "\r\n\b\f", "x" * 100 + "\n"]
+    for name in ("stdout", "stderr"):
+        for text in texts:
+            assert stream_content(name, text) == pack({"name": name, "text": text}), repr(text)
+
+
+def test_now_iso_spells_dates_as_datetime_does(monkeypatch):
+    from ipymini.protocol import wire as wire_module
+
+    for ns in (1_700_000_000_000_000_000, 1_700_000_000_123_456_789, 1_700_000_001_000_001_000):
+        monkeypatch.setattr(wire_module.time, "time_ns", lambda ns=ns: ns)
+        expected = datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc).replace(
+            microsecond=ns // 1000 % 1_000_000)
+        assert wire_module.now_iso() == expected.isoformat().replace("+00:00", "Z")

@@ -17,6 +17,8 @@ import threading
 import time
 from collections import deque
 
+from ipymini.protocol.wire import stream_content
+
 
 class _Chunk:
     """Stream text waiting to become one `stream` message."""
@@ -78,6 +80,20 @@ class IOPubQueue:
                 header=None, wake: bool = True) -> dict:
         """Queue a message for iopub, parented to `request` (a Request or None), and send what is
         ready. Returns the message. wake=False: a message queued right after this one sends both."""
+        if header is not None:
+            return self._publish_built(msg_type, content, request, metadata, buffers, header, wake)
+        msg, frames = self.wire.message_frames(
+            msg_type, content, request.header if request is not None else {},
+            request.header_frame if request is not None else None, metadata, [msg_type.encode()])
+        if buffers:
+            msg["buffers"] = buffers
+            frames.extend(buffers)
+        self.publish_frames(frames, wake)
+        return msg
+
+    def _publish_built(self, msg_type, content, request=None, metadata=None, buffers=None,
+                       header=None, wake=True) -> dict:
+        """`publish` by way of a message dict and `publish_msg` (a given header; a forked child)."""
         parent = request.header if request is not None else {}
         msg = self.wire.msg(msg_type, content, parent=parent, metadata=metadata, header=header)
         if buffers:
@@ -95,7 +111,7 @@ class IOPubQueue:
 
     def publish_frames(self, frames: list, wake: bool = True) -> None:
         """Queue a message already serialized and signed (topic frame first)."""
-        size = sum(len(f) for f in frames)
+        size = sum(map(len, frames))
         with self._lock:
             self._wait_for_room(size)
             self._items.append((frames, size))
@@ -177,6 +193,7 @@ class IOPubQueue:
         self._items.clear()
         self._bytes = 0
         self.kick = self.wake = lambda: None
+        self.publish = self._publish_built
         self.publish_msg = _publish_in_child
         self.publish_frames = lambda *args, **kwargs: None
         self.write_stream = lambda *args, **kwargs: None
@@ -205,10 +222,12 @@ class IOPubQueue:
         if head.__class__ is _Chunk:
             text = head.parts[0] if len(head.parts) == 1 else "".join(head.parts)
             request = head.request
-            msg = self.wire.msg("stream", {"name": head.name, "text": text},
-                                   parent=request.header if request is not None else {})
-            return self.wire.serialize(msg, ident=[b"stream." + head.name.encode()],
-                                          parent_frame=request.header_frame if request else None), None
+            _, frames = self.wire.message_frames(
+                "stream", stream_content(head.name, text),
+                request.header if request is not None else {},
+                request.header_frame if request is not None else None,
+                ident=[b"stream." + head.name.encode()])
+            return frames, None
         return head[0], None
 
     def next_due(self, now: float):

@@ -26,8 +26,8 @@ KICK_WAIT = 1.0  # seconds a sender waits for the sockets before leaving its mes
 # pyzmq's Python layer costs ~1 µs per frame (enum flags, routing options): a message is 7+ frames and
 # a `pass` cell sends four, so the hot path calls the Cython socket methods with plain int constants.
 _send = zmq.backend.Socket.send
-_get = zmq.backend.Socket.get
-_NOBLOCK, _SNDMORE, _EVENTS, _POLLIN = 1, 2, 15, 1
+_poll = zmq.backend.zmq_poll  # reads ZMQ_EVENTS as getsockopt does, without its option enum (~1 µs)
+_NOBLOCK, _SNDMORE, _POLLIN = 1, 2, 1
 _COPY_BELOW = 1 << 16  # smaller frames are copied (cheaper than zero-copy bookkeeping)
 
 
@@ -41,7 +41,7 @@ def send_frames(sock, frames: list, flags: int = 0) -> None:
 
 def input_waiting(sock) -> bool:
     """Whether a message waits to be received on `sock` (reading ZMQ_EVENTS)."""
-    return bool(_get(sock, _EVENTS) & _POLLIN)
+    return bool(_poll([(sock, _POLLIN)], 0))
 
 
 class Waker:
@@ -112,6 +112,7 @@ class ChannelThread(threading.Thread):
         for sock in self._polled:
             self._epoll.register(sock.getsockopt(zmq.FD), select.EPOLLIN)
         self._more_input = False  # input is waiting that this thread must read: poll again at once
+        self._sent_on_channels = False  # a socket other than iopub was used (see kick)
         self._iopub_blocked_since = None
         self._held = None  # iopub frames refused by a full subscriber, sent first when room returns
         self.stall_timeout = settings.value("IPYMINI_IOPUB_STALL_TIMEOUT")
@@ -155,9 +156,11 @@ class ChannelThread(threading.Thread):
         try:
             if self.closed:
                 return
-            self.lock_holder = threading.get_ident()
+            self.lock_holder = me
+            self._sent_on_channels = False
             self._send_ready()
-            self._notify_input()
+            # a send consumes only its own socket's notifications: after iopub alone, look at iopub
+            self._notify_input(iopub_only=not self._sent_on_channels)
             if self._held is not None:
                 self.waker.wake()  # a full subscriber: this thread retries on its timer
         finally:
@@ -274,11 +277,12 @@ class ChannelThread(threading.Thread):
                 self._epoll.close()
             self.stopped.set()
 
-    def _notify_input(self) -> None:
+    def _notify_input(self, iopub_only: bool = False) -> None:
         """Called with the lock held, after any socket operation: make sure whoever reads a socket
-        with input waiting will look (the operation may have consumed its ZMQ_FD notification)."""
+        with input waiting will look (the operation may have consumed its ZMQ_FD notification).
+        iopub_only: only iopub was used since the last call."""
         here = threading.get_ident() == self.ident
-        for channel, sock in self.sockets.items():
+        for channel, sock in () if iopub_only else self.sockets.items():
             if input_waiting(sock):
                 on_input = self.watched_elsewhere.get(channel)
                 if on_input is not None:
@@ -368,6 +372,7 @@ class ChannelThread(threading.Thread):
             if barrier is not None and self._held is None and self.iopub.sent < barrier:
                 return  # iopub messages queued before this one go first
             outbox.popleft()
+            self._sent_on_channels = True
             try:
                 send_frames(self.sockets[channel], frames)
             except zmq.ZMQError as e:
