@@ -37,6 +37,8 @@ PATCHES: dict[str, str] = {
     "comm.get_comm_manager": "the comm package hands out ipymini's comm manager",
     "IPython.core.completerlib.module_list": "`import x<Tab>` module lists cached per directory mtime "
                                              "(shell/completion.py)",
+    "jedi.inference.compiled.subprocess.functions.iter_module_names": "jedi's `import x<Tab>` module "
+                                                                      "names cached per directory mtime",
     "parso.cache._save_to_file_system": "jedi's parse cache written atomically (shell/completion.py)",
     "parso.cache._load_from_file_system": "a damaged parse cache file read as a miss",
     "sys.breakpointhook": "breakpoint() stops in an attached debugger (debugging/debugger.py)",

@@ -187,3 +187,26 @@ def test_namespace_names_whatever_jedi_does(tmp_path):
         assert not {"alpha", "albert"} & set(complete(k, "s = 'al")["matches"])
     finally:
         k.stop()
+
+
+def test_jedi_module_names_are_reused_per_directory_until_it_changes(tmp_path):
+    """In-process: jedi's own `import x<Tab>` listing is cached per directory, and a new module in it
+    shows at once (the directory's mtime changed)."""
+    import os
+
+    from ipymini.shell.completion import _JediModuleNames
+
+    scans = []
+
+    def scan(inference_state, paths):
+        scans.append(paths)
+        return sorted(os.path.splitext(n)[0] for p in paths for n in os.listdir(p))
+
+    names = _JediModuleNames(scan).names
+    (tmp_path / "alpha.py").write_text("")
+    assert names(None, [str(tmp_path)]) == ["alpha"]
+    assert names(None, [str(tmp_path)]) == ["alpha"] and len(scans) == 1  # reused
+    stamp = os.stat(tmp_path).st_mtime_ns
+    (tmp_path / "beta.py").write_text("")
+    os.utime(tmp_path, ns=(stamp + 10**7, stamp + 10**7))  # a later mtime, whatever the clock's grain
+    assert names(None, [str(tmp_path)]) == ["alpha", "beta"] and len(scans) == 2

@@ -86,7 +86,8 @@ class Completer:
     def _complete_into(self, code: str, cursor_pos: int, completions: list) -> None:
         ipc = self.shell.Completer
         if ipc.use_jedi:
-            _safe_parso_cache()  # (imports parso, as jedi is about to: not at startup)
+            _safe_parso_cache()  # (imports parso and jedi, as jedi is about to: not at startup)
+            _cache_jedi_module_names()
         try:
             if ipc.use_jedi and self.budget:
                 timed_out = self._collect(code, cursor_pos, self.budget * JEDI_SHARE, completions)
@@ -183,33 +184,61 @@ def _after_dot(text: str, token: str) -> bool:
 MODULE_LIST_TTL = 30.0  # seconds a sys.path directory's module list is reused while its mtime holds
 
 
-def _cache_module_lists() -> None:
-    """`import x<Tab>`: IPython lists the modules of every sys.path entry by walking it (~7 ms per
-    completion here), keeping nothing unless the walk took over 2 s. Reuse each directory's list while
-    its mtime is unchanged (a new module or package shows at once) for up to MODULE_LIST_TTL seconds
-    (a package made inside an existing directory shows by then)."""
-    from IPython.core import completerlib
+class _PerDirectory:
+    """`scan(path)`'s list, reused while the directory's mtime is unchanged (a new module or package
+    shows at once) for up to MODULE_LIST_TTL seconds (a package made inside an existing directory
+    shows by then)."""
 
-    scan = completerlib.module_list
-    if getattr(scan, "_ipymini_cached", False):
-        return
-    cache: dict = {}
+    def __init__(self, scan):
+        self.scan = scan
+        self.cache: dict = {}
 
     @calls_user_code  # the completion budget may cut a slow directory walk
-    def module_list(path: str) -> list:
+    def __call__(self, path: str) -> list:
         try:
             stamp = os.stat(path or ".").st_mtime_ns
         except OSError:
-            return scan(path)
+            return list(self.scan(path))
         now = time.monotonic()
-        hit = cache.get(path)
+        hit = self.cache.get(path)
         if hit is None or hit[0] != stamp or now - hit[1] > MODULE_LIST_TTL:
-            hit = cache[path] = (stamp, now, scan(path))
+            hit = self.cache[path] = (stamp, now, list(self.scan(path)))
         return list(hit[2])  # the caller edits the list it gets
 
-    module_list._ipymini_cached = True
-    module_list.__doc__ = scan.__doc__
-    patches.patch(completerlib, "module_list", module_list)
+
+def _cache_module_lists() -> None:
+    """`import x<Tab>`: IPython lists the modules of every sys.path entry by walking it (~7 ms per
+    completion here), keeping nothing unless the walk took over 2 s. Each directory's list is reused
+    (`_PerDirectory`)."""
+    from IPython.core import completerlib
+
+    scan = completerlib.module_list
+    if isinstance(scan, _PerDirectory):
+        return
+    patches.patch(completerlib, "module_list", _PerDirectory(scan))
+
+
+def _cache_jedi_module_names() -> None:
+    """jedi answers `import x<Tab>` too, listing every sys.path directory again for each completion
+    (~500 entries, most of the request's time): each directory's names are reused (`_PerDirectory`)."""
+    try:
+        from jedi.inference.compiled.subprocess import functions
+    except ImportError:
+        return
+    scan = functions.iter_module_names
+    if isinstance(getattr(scan, "__self__", None), _JediModuleNames):
+        return
+    patches.patch(functions, "iter_module_names", _JediModuleNames(scan).names)
+
+
+class _JediModuleNames:
+    """jedi's `iter_module_names(inference_state, paths)` from per-directory lists."""
+
+    def __init__(self, scan):
+        self.per_directory = _PerDirectory(lambda path: scan(None, [path]))
+
+    def names(self, inference_state, paths) -> list:
+        return [name for path in paths for name in self.per_directory(path)]
 
 
 def _safe_parso_cache() -> None:
