@@ -210,3 +210,16 @@ def test_jedi_module_names_are_reused_per_directory_until_it_changes(tmp_path):
     (tmp_path / "beta.py").write_text("")
     os.utime(tmp_path, ns=(stamp + 10**7, stamp + 10**7))  # a later mtime, whatever the clock's grain
     assert names(None, [str(tmp_path)]) == ["alpha", "beta"] and len(scans) == 2
+
+
+def test_completion_after_thousands_of_cells_still_offers_every_name(kernel):
+    """jedi is not shown IPython's per-cell `_iN` names (30,000 of them made every completion spend its
+    whole budget in jedi): completions are unchanged, `_iN` still complete, and one the code
+    mentions is still inferred."""
+    kernel.run_ok("for _n in range(100000, 130000):\n    globals()[f'_i{_n}'] = 'x'")
+    try:
+        assert "print" in complete(kernel, "pri")["matches"]
+        assert "_i129999" in complete(kernel, "_i12999")["matches"]
+        assert "upper" in complete(kernel, "_i100012.upp")["matches"]
+    finally:
+        kernel.run_ok("for _n in range(100000, 130000):\n    del globals()[f'_i{_n}']")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -64,6 +65,7 @@ class Completer:
         self.experimental = settings.value("IPYMINI_EXPERIMENTAL_COMPLETIONS")
         _cache_module_lists()
         shell.Completer.custom_matchers.append(namespace_names(shell.Completer))
+        _hide_cell_inputs_from_jedi(shell.Completer)
         self.budget = settings.value("IPYMINI_COMPLETION_TIMEOUT")
 
     def complete(self, code: str, cursor_pos: int | None) -> dict:
@@ -174,6 +176,37 @@ def namespace_names(ipc):
                 "suppress": False}
 
     return ipymini_namespace_names
+
+
+_CELL_INPUT_NAME = re.compile(r"\b_i\d+\b")
+
+
+def _is_cell_input(name: str) -> bool:
+    """IPython's `_iN`: the input of cell N, one name per cell for the whole session."""
+    return name[:2] == "_i" and name[2:].isdigit()
+
+
+def _hide_cell_inputs_from_jedi(ipc) -> None:
+    """jedi makes an object for every name of the namespace on every completion, and IPython adds a
+    `_iN` per cell: after ~30,000 cells each completion spent its whole budget there (and a kernel
+    answering a soak slowed to a few requests a second). jedi gets the namespace without the `_iN`
+    the code does not mention; IPython's own matchers (`_i<Tab>`) still see them all."""
+    jedi_matches = ipc._jedi_matches
+
+    @calls_user_code  # jedi runs user code (`__dir__`, properties): the budget's alarm may land there
+    def _jedi_matches_without_cell_inputs(cursor_column, cursor_line, text):
+        full, global_ns = ipc.namespace, ipc.global_namespace
+        mentioned = set(_CELL_INPUT_NAME.findall(text))
+        view = {k: v for k, v in full.items() if not _is_cell_input(k) or k in mentioned}
+        ipc.namespace = view
+        if global_ns is full:
+            ipc.global_namespace = view
+        try:
+            return jedi_matches(cursor_column, cursor_line, text)
+        finally:
+            ipc.namespace, ipc.global_namespace = full, global_ns
+
+    ipc._jedi_matches = _jedi_matches_without_cell_inputs
 
 
 def _after_dot(text: str, token: str) -> bool:
