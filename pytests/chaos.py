@@ -343,14 +343,19 @@ def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, inte
     for w in workers:
         w.start()
     last = start
+    shown = 0  # violations reported so far (a long run shows each as it happens)
     while any(w.is_alive() for w in workers):
         for w in workers:
             w.join(0.5)
         peak = max(peak, rss_mb(pid))
         if report is not None and time.monotonic() - last > 10:
             last = time.monotonic()
+            errors = [e for w in workers for e in w.errors]
+            for e in errors[shown:]:
+                report(f"violation: {e}")
+            shown = len(errors)
             report(f"{sum(w.answered for w in workers):,} answered, RSS {rss_mb(pid):.0f} MB, "
-                   f"{sum(len(w.errors) for w in workers)} violations")
+                   f"{len(errors)} violations")
     statuses: dict = {}
     for w in workers:
         for k, v in w.statuses.items():
