@@ -122,6 +122,23 @@ def test_sigterm_shuts_down_cleanly_and_stops_children():
         k.stop()
 
 
+def test_sigterm_ends_a_kernel_whose_cell_refuses_to_stop():
+    """A cell that swallows every interrupt keeps the clean shutdown from finishing: the watchdog
+    (off the main thread) stops the children and ends the process, with exit status 1."""
+    k = KernelHarness()
+    try:
+        child = int(stream_text(k.run_ok(CHILD)))
+        k.kc.execute("import time\nwhile True:\n    try:\n        time.sleep(0.05)\n"
+                     "    except KeyboardInterrupt:\n        pass")
+        time.sleep(0.5)
+        proc = k.km.provisioner.process
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 1
+        assert wait_gone(child)
+    finally:
+        k.stop()
+
+
 def test_kernel_exits_when_its_parent_dies(tmp_path):
     conn_file = str(tmp_path / "kernel.json")
     write_connection_file(conn_file, ip="127.0.0.1")

@@ -49,16 +49,27 @@ def _group_members() -> list[int]:
 
 
 def stop_children(grace: float = 1.0) -> None:
-    """SIGTERM every other process in our group, then SIGKILL what is left after `grace` seconds."""
+    """SIGTERM every other process in our group, then SIGKILL what is left after `grace` seconds.
+
+    Safe from any thread: the shutdown watchdog calls it off the main thread, where the kernel cannot
+    set aside its own SIGTERM handler (signal.signal raised there, and the watchdog died without
+    ending the process), so there each member is signalled by pid instead of the whole group."""
     if os.getpgid(0) != os.getpid():
         return  # not our group: never signal processes we do not own
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.killpg(os.getpid(), signal.SIGTERM)
-    except OSError:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            os.killpg(os.getpid(), signal.SIGTERM)
+        except OSError:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    else:
+        for pid in _group_members():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not _group_members():
