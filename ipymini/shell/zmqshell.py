@@ -27,6 +27,7 @@ from ipymini.debugging.cellfile import cell_filename
 from ipymini.output import routing
 from ipymini.output.routing import parent_request
 from ipymini.scheduling.guard import KERNEL_DIR, calls_user_code
+from ipymini.shell.formatting import DisplayFormatter
 
 
 def _subshell_count():
@@ -241,6 +242,10 @@ class ZMQInteractiveShell(InteractiveShell):
 
     def _exiter_default(self):
         return KernelExitAutocall(self)
+
+    def init_display_formatter(self):
+        self.display_formatter = DisplayFormatter(parent=self)  # shell/formatting.py
+        self.configurables.append(self.display_formatter)
 
     def init_payload(self):
         self.payload_manager = KernelPayloadManager(parent=self)
