@@ -355,19 +355,20 @@ def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, inte
     for w in workers:
         w.start()
     last = start
-    shown = 0  # violations reported so far (a long run shows each as it happens)
+    shown = [0] * len(workers)  # violations reported so far, per client (each shown as it happens)
     while any(w.is_alive() for w in workers):
         for w in workers:
             w.join(0.5)
         peak = max(peak, rss_mb(pid))
         if report is not None and time.monotonic() - last > 10:
             last = time.monotonic()
-            errors = [e for w in workers for e in w.errors]
-            for e in errors[shown:]:
-                report(f"violation: {e}")
-            shown = len(errors)
+            for i, w in enumerate(workers):
+                errors = list(w.errors)
+                for e in errors[shown[i]:]:
+                    report(f"violation: {e}")
+                shown[i] = len(errors)
             report(f"{sum(w.answered for w in workers):,} answered, RSS {rss_mb(pid):.0f} MB, "
-                   f"{len(errors)} violations")
+                   f"{sum(shown)} violations")
     statuses: dict = {}
     for w in workers:
         for k, v in w.statuses.items():
