@@ -106,12 +106,34 @@ def page(chromium, lab_url, tmp_path_factory):  # noqa: F811
             pg.goto(f"{lab_url}/lab?token={LAB_TOKEN}")
             pg.locator('.jp-LauncherCard[title="Python 3 (ipymini)"]').first.click()
             pg.locator(".jp-NotebookPanel").wait_for()
-            # the first kernel through the gateway in a fresh clone (new venv, nothing compiled yet)
-            # once took over 30 s to come up: the first connection gets 120 s
-            pg.wait_for_function(KERNEL_READY, timeout=120_000)
+            _first_connection(pg)
             yield pg
         finally:
             context.close()
+
+
+def _first_connection(pg) -> None:
+    """Wait for Lab to connect to the first kernel through the gateway, reloading the page once.
+
+    The kernel comes up in seconds, but on a loaded machine the Lab server's websocket to the gateway
+    for the notebook's session sometimes stops being read from the start (the gateway logs two
+    connections for the session, "Replacing stale connection", then "WebSocket ping timeout"): the
+    upstream race `_run_after_restart` describes, at the first connection. A user reloads the page;
+    so does the test, once, loudly. The first start in a fresh clone (nothing compiled yet) once took
+    over 30 s, so each attempt gets 90 s."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    t0 = time.monotonic()
+    try:
+        pg.wait_for_function(KERNEL_READY, timeout=90_000)
+        return
+    except PlaywrightTimeout:
+        print(f"\n!!! Lab did not connect to the first kernel in {time.monotonic() - t0:.0f}s "
+              "(upstream gateway websocket race): reloading the page")
+    pg.reload()
+    pg.locator(".jp-NotebookPanel").wait_for()
+    pg.wait_for_function(KERNEL_READY, timeout=90_000)
+    print(f"!!! after the reload Lab connected {time.monotonic() - t0:.0f}s after the first try")
 
 
 def shot(pg, name: str) -> None:
