@@ -23,20 +23,14 @@ import traceback
 from ipymini import comms, patches, settings
 from ipymini.bridge import Bridge, KernelServices, kernel_info
 from ipymini.debugging import interruptible_pdb
-from ipymini.debugging.dap import debugger_available
-from ipymini.debugging.dap import response as dap_response
+from ipymini.debugging.dap import debugger_available, response as dap_response
 from ipymini.output import routing, streams
 from ipymini.output.fdcapture import FDCapture, start_fd_capture
 from ipymini.output.iopub import IOPubQueue
 from ipymini.output.publisher import Publisher
 from ipymini.output.streams import KernelStream
-from ipymini.protocol.messages import (
-    Request,
-    error_reply,
-    execute_metadata,
-    problem_with,
-    unknown_subshell_reply,
-)
+from ipymini.protocol.messages import (Request, error_reply, execute_metadata, problem_with,
+                                       unknown_subshell_reply)
 from ipymini.protocol.sockets import KernelSockets
 from ipymini.protocol.wire import Wire, now_iso
 from ipymini.scheduling import cell_asyncio, lifecycle
@@ -51,8 +45,6 @@ log = logging.getLogger("ipymini")
 
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 _STATUS_CONTENT = {state: f'{{"execution_state": "{state}"}}'.encode() for state in ("busy", "idle")}
-
-
 
 
 class Kernel(IPyKernelAPI):
