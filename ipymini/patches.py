@@ -33,6 +33,7 @@ PATCHES: dict[str, str] = {
     "asyncio.base_events.BaseEventLoop.run_forever": "the same, for run_forever",
     "os.system": "the captured fds are drained once the command ends (output/fdcapture.py)",
     "subprocess.Popen.wait": "the same, when a child process is waited for",
+    "os.waitpid": "the same, when a forked child is waited for (os.fork, multiprocessing)",
     "comm.create_comm": "the comm package hands out ipymini's comms (comms.py)",
     "comm.get_comm_manager": "the comm package hands out ipymini's comm manager",
     "IPython.core.completerlib.module_list": "`import x<Tab>` module lists cached per directory mtime "

@@ -17,6 +17,7 @@ AT_STARTUP = {"sys.stdout", "sys.stderr", "sys.displayhook", "builtins.input", "
               "asyncio.run", "asyncio.runners.run", "asyncio.runners.Runner.run",
               "asyncio.base_events.BaseEventLoop.run_until_complete",
               "asyncio.base_events.BaseEventLoop.run_forever", "os.system", "subprocess.Popen.wait",
+              "os.waitpid",
               "comm.create_comm", "comm.get_comm_manager", "sys.modules[ipykernel.zmqshell]"}
 
 

@@ -3,9 +3,9 @@
 Owns fds 1 and 2 while the kernel runs: each is replaced by a pipe whose text is written into the
 kernel's stdout/stderr stream, so `os.system`, `subprocess.run` without capture and C extensions show up
 in the cell. A reader thread forwards output as it arrives (subprocesses write while the cell waits on
-them); the pipes are also drained when a child process is waited for (`os.system`, `Popen.wait`), and
-by the streams whenever a write starts a new buffer, so output written before a Python `print` comes
-out before it. C stdio buffers are flushed at the end of each cell. Processes forked from the kernel
+them); the pipes are also drained when a child process is waited for (`os.system`, `Popen.wait`,
+`os.waitpid`), and by the streams whenever a write starts a new buffer, so output written before a
+Python `print` comes out before it. C stdio buffers are flushed at the end of each cell. Processes forked from the kernel
 (multiprocessing's fork workers) write their prints here too, and never read the pipes themselves.
 The kernel's own log keeps the original stderr. Turn it off with IPYMINI_CAPTURE_FD=0.
 """
@@ -55,8 +55,8 @@ class FDCapture:
 
     def _drain_after_child_exits(self) -> None:
         """When a child process has been waited for, its output is all in the pipes: move it into
-        the streams right then, so a print that follows `os.system(...)` or `subprocess.run(...)`
-        comes after the child's output."""
+        the streams right then, so a print that follows `os.system(...)`, `subprocess.run(...)` or
+        `os.waitpid(...)` comes after the child's output."""
         import subprocess
 
         system, wait = os.system, subprocess.Popen.wait
@@ -74,9 +74,20 @@ class FDCapture:
             capture.drain(blocking=True)
             return status
 
+        waitpid = os.waitpid
+
+        @calls_user_code
+        def waitpid_then_drain(pid, options):
+            reaped = waitpid(pid, options)
+            if reaped[0]:  # a child ended (not WNOHANG finding none)
+                capture.drain(blocking=True)
+            return reaped
+
         system_then_drain.__doc__, wait_then_drain.__doc__ = system.__doc__, wait.__doc__
+        waitpid_then_drain.__doc__ = waitpid.__doc__
         patches.patch(os, "system", system_then_drain)  # restored at shutdown (patches.restore_all)
         patches.patch(subprocess.Popen, "wait", wait_then_drain)
+        patches.patch(os, "waitpid", waitpid_then_drain)  # os.fork children, multiprocessing's workers
 
     def original_stderr(self):
         """A text file on the original stderr, for the kernel's own log."""

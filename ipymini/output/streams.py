@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 
 from ipymini import settings
 from ipymini.output import routing
@@ -95,7 +96,7 @@ class KernelStream(io.TextIOBase):
                 a.parts.append(text)
                 a.size += len(text)
                 if a.size >= PUSH_BYTES:
-                    _push_active()
+                    _push_lines()
                 return len(text)
         finally:
             _release()
@@ -116,7 +117,7 @@ class KernelStream(io.TextIOBase):
             a.parts.append(text)
             a.size += len(text)
             if a.size >= PUSH_BYTES:
-                _push_active()
+                _push_lines()
         return len(text)
 
     def _write_to_fd(self, text) -> int:
@@ -188,6 +189,22 @@ def _push_active() -> None:
         _emit(a.stream, text, a.request)
 
 
+def _push_lines() -> None:
+    """Hand a full buffer's complete lines to the IOPub queue and keep its unfinished line: `print`
+    writes its text and its newline in two calls, and another thread may write in between. (A line
+    longer than the buffer has no newline to stop at and goes as it is.)"""
+    a = _active
+    text = a.parts[0] if len(a.parts) == 1 else "".join(a.parts)
+    nl = text.rfind("\n")
+    if 0 <= nl < len(text) - 1:
+        _emit(a.stream, text[:nl + 1], a.request)
+        text = text[nl + 1:]
+        a.parts, a.size = [text], len(text)
+    else:
+        a.parts = [text]
+        _push_active()
+
+
 def _take_over(stream, tid, request) -> None:
     """Make (stream, thread, request) the active writer; called with the lock held."""
     a = _active
@@ -239,24 +256,30 @@ def flush_before_message() -> None:
     flush_all()
 
 
-_seen_at_last_tick: dict = {}  # buffer key -> (parts list, its length) when the timer last looked
+PARTIAL_LINE_WAIT = 0.05  # an unfinished line is published once no stream was written for this long
+PARTIAL_LINE_MAX_WAIT = 1.0  # ... or once it alone sat unchanged this long (others kept writing)
+_clock = time.monotonic
+_seen_at_last_tick: dict = {}  # buffer key -> (parts list, its length, time since when it is unchanged)
 
 
 def flush_on_timer() -> bool | None:
     """The IO thread's periodic flush. Returns None if a writer holds the lock (try again soon), else
     whether an unfinished line is still held back (look again after another interval).
 
-    Complete lines are published at once. An unfinished line is published only once it has sat
-    unchanged for a whole interval: publishing it while its thread is mid-`print` would let another
-    thread's text land inside that line.
+    Complete lines are published at once. An unfinished line is published once nothing has been
+    written for PARTIAL_LINE_WAIT: its thread may be stopped between a `print`'s text and its newline,
+    and publishing it while another thread writes would put that thread's text inside the line. A
+    line left unfinished while other threads keep writing goes after PARTIAL_LINE_MAX_WAIT.
     """
     if not _lock.acquire(False):
         return None
     try:
+        now = _clock()
         seen = {}
         a = _active
+        quiet = now - _unchanged_since("active", a.parts, now) >= PARTIAL_LINE_WAIT
         if a.parts:
-            if _unchanged("active", a.parts):
+            if quiet:
                 _push_active()
             else:
                 text = a.parts[0] if len(a.parts) == 1 else "".join(a.parts)
@@ -264,26 +287,32 @@ def flush_on_timer() -> bool | None:
                 rest = text[nl + 1:]
                 if nl >= 0:
                     _emit(a.stream, text[:nl + 1], a.request)
-                a.parts = [rest] if rest else []
-                a.size = len(rest)
-                if a.parts:
-                    seen["active"] = (a.parts, len(a.parts))
+                    a.parts = [rest] if rest else []
+                    a.size = len(rest)
+        held_back = bool(a.parts)
+        if held_back:  # the time since it is unchanged carries on only if this tick left it alone
+            seen["active"] = (a.parts, len(a.parts), _unchanged_since("active", a.parts, now))
         for key, held in list(_aside.items()):
-            if _unchanged(key, held):
+            since = _unchanged_since(key, held, now)
+            if quiet or now - since >= PARTIAL_LINE_MAX_WAIT:
                 del _aside[key]
                 _emit(key[1], held[0], held[1])
             else:
-                seen[key] = (held, len(held))
+                seen[key] = (held, len(held), since)
+                held_back = True
+        if not held_back:
+            seen["active"] = (a.parts, len(a.parts), _unchanged_since("active", a.parts, now))
         _seen_at_last_tick.clear()
         _seen_at_last_tick.update(seen)
-        return bool(seen)
+        return held_back
     finally:
         _lock.release()
 
 
-def _unchanged(key, parts) -> bool:
+def _unchanged_since(key, parts, now: float) -> float:
+    """Since when the buffer under `key` has been this same list with this many parts (now if new)."""
     last = _seen_at_last_tick.get(key)
-    return last is not None and last[0] is parts and last[1] == len(parts)
+    return last[2] if last is not None and last[0] is parts and last[1] == len(parts) else now
 
 
 def after_fork_in_child() -> None:
