@@ -146,7 +146,7 @@ class Kernel(IPyKernelAPI):
         """A process forked from the kernel (multiprocessing's fork workers, os.fork) must never use
         the parent's sockets; its prints go to fds 1 and 2, which the parent captures into the cell."""
         self.sockets.after_fork_in_child()
-        self.iopub.after_fork_in_child()
+        self.iopub.after_fork_in_child(streams.child_pipe)
         try:  # nor run the kernel's signal handlers: a pool worker that multiprocessing terminated
             # ran request_stop and "interrupted" the parent's cell inside itself (a stray traceback)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -160,8 +160,9 @@ class Kernel(IPyKernelAPI):
     def _start_output_options(self) -> None:
         """The per-cell output budget and OS-level capture of fds 1/2 (see streams.py, fdcapture.py)."""
         streams.set_budget_from_env()
-        self.fd_capture = start_fd_capture(sys.stdout, sys.stderr)
+        self.fd_capture = start_fd_capture(sys.stdout, sys.stderr, self.publisher.publish)
         streams.fd_capture = self.fd_capture
+        streams.child_pipe = self.fd_capture.children if self.fd_capture is not None else None
 
     def _finish(self) -> None:
         self.stdin.cancel_all()
@@ -175,7 +176,7 @@ class Kernel(IPyKernelAPI):
         lifecycle.stop_children()
         self.sockets.stop_reading_shell()
         if self.fd_capture is not None:
-            streams.fd_capture = None
+            streams.fd_capture = streams.child_pipe = None
             self.fd_capture.stop()
         streams.flush_all()
         patches.restore_all()  # sys.stdout/stderr, input(), ... (patches.py lists them all)

@@ -165,8 +165,13 @@ def test_forked_children_print_into_the_cell_and_leave_the_kernel_alone(kernel):
     out = stream_text(msgs)
     assert sorted(line for line in out.splitlines() if line.startswith("worker")) == sorted(
         f"worker {x} {'z' * 60}" for x in range(12))
-    assert out.endswith("[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]\nforked child\n"
-                        "'shown by the child'\nparent done\n")
+    assert out.endswith("[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]\nforked child\nparent done\n")
+    # the child's display is a display (as in ipykernel), between its print and the parent's
+    tail = [m for m in msgs if m["msg_type"] in ("stream", "display_data")][-3:]
+    assert [m["msg_type"] for m in tail] == ["stream", "display_data", "stream"]
+    assert tail[0]["content"]["text"].endswith("forked child\n")
+    assert tail[1]["content"]["data"] == {"text/plain": "'shown by the child'"}
+    assert tail[2]["content"]["text"] == "parent done\n"
     err = stream_text(msgs, "stderr").splitlines()
     assert sorted(line for line in err if line.startswith("worker err")) == sorted(
         f"worker err {x}" for x in range(12))
@@ -182,6 +187,39 @@ def test_forked_children_print_into_the_cell_and_leave_the_kernel_alone(kernel):
     else:
         assert warning == []
     assert stream_text(kernel.run_ok("print('still here')")) == "still here\n"
+
+
+def test_forked_children_send_rich_displays_whole_and_in_order(kernel):
+    """Displays from fork workers keep their MIME bundle and display_id, even when larger than a pipe
+    write (several workers at once), and each child's prints and displays keep their order."""
+    code = (
+        "import multiprocessing as mp\nfrom IPython.display import display, HTML, update_display\n"
+        "def work(x):\n    print(f'before {x}')\n"
+        "    display(HTML(f'<p>{x}</p>' + 'h' * 20000), metadata={'n': x})\n"
+        "    print(f'after {x}', end='')\n    print()\n    return x\n"
+        "with mp.get_context('fork').Pool(3) as pool:\n    pool.map(work, range(6))\n"
+        "import os\npid = os.fork()\n"
+        "if pid == 0:\n    display('v1', display_id='d'); update_display('v2', display_id='d')\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)")
+    msgs = kernel.run_ok(code, timeout=60)
+    displays = of_type(msgs, "display_data")
+    assert sorted(m["content"]["metadata"]["n"] for m in displays[:6]) == list(range(6))
+    for m in displays[:6]:
+        n = m["content"]["metadata"]["n"]
+        assert m["content"]["data"]["text/html"] == f"<p>{n}</p>" + "h" * 20000
+        assert m["parent_header"]["msg_id"] == msgs[0]["parent_header"]["msg_id"]
+    for x in range(6):  # each worker: its first print, its display, its last print
+        order = [i for i, m in enumerate(msgs) if (m["msg_type"] == "stream" and (
+            f"before {x}\n" in m["content"]["text"] or f"after {x}\n" in m["content"]["text"])) or (
+            m["msg_type"] == "display_data" and m["content"]["metadata"].get("n") == x)]
+        kinds = [msgs[i]["msg_type"] for i in order]
+        assert kinds == ["stream", "display_data", "stream"], (x, kinds)
+    assert displays[6]["content"]["data"] == {"text/plain": "'v1'"}
+    assert displays[6]["content"]["transient"] == {"display_id": "d"}
+    (update,) = of_type(msgs, "update_display_data")
+    assert update["content"]["data"] == {"text/plain": "'v2'"}
+    assert update["content"]["transient"] == {"display_id": "d"}
 
 
 def test_a_forked_child_dies_of_sigterm_like_any_process(kernel):

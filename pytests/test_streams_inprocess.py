@@ -3,6 +3,7 @@ that decide whether a line is ever split are forced here step by step, which a r
 by chance under load (tests through the real kernel are in test_output.py)."""
 
 import queue
+import time
 import threading
 
 import pytest
@@ -143,3 +144,51 @@ def test_complete_lines_go_at_the_first_tick(out):
     stream.write("done\nhalf")
     assert streams.flush_on_timer() is True
     assert iopub.text() == "done\n"
+
+
+# -- the children's pipe (ipymini/output/childpipe.py) --
+
+def test_child_messages_cross_in_atomic_frames_and_come_out_whole(monkeypatch):
+    import os
+    import select
+
+    from ipymini.output.childpipe import ChildPipe
+
+    pipe = ChildPipe()
+    sizes = []
+    real_write = os.write
+
+    def recording_write(fd, data):
+        if fd == pipe.write_fd:
+            sizes.append(len(data))
+        return real_write(fd, data)
+
+    pids = []
+    try:
+        for n in range(3):  # three children at once, each sending messages larger than a frame
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    monkeypatch.setattr(os, "write", recording_write)
+                    pipe.after_fork_in_child()
+                    for i in range(4):
+                        pipe.send({"child": n, "i": i, "text": f"{n}-{i}-" + "x" * 10000})
+                    assert sizes and max(sizes) <= select.PIPE_BUF
+                finally:
+                    os._exit(0 if sizes and max(sizes) <= select.PIPE_BUF else 1)
+            pids.append(pid)
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 12 and time.monotonic() < deadline:
+            select.select([pipe.read_fd], [], [], 0.5)
+            got.extend(pipe.read())
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "a frame was over PIPE_BUF"
+        assert sorted((m["child"], m["i"]) for m in got) == [(n, i) for n in range(3) for i in range(4)]
+        for m in got:
+            assert m["text"] == f"{m['child']}-{m['i']}-" + "x" * 10000
+        for n in range(3):  # one child's messages keep their order
+            assert [m["i"] for m in got if m["child"] == n] == [0, 1, 2, 3]
+    finally:
+        pipe.close()

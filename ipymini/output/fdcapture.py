@@ -6,7 +6,8 @@ in the cell. A reader thread forwards output as it arrives (subprocesses write w
 them); the pipes are also drained when a child process is waited for (`os.system`, `Popen.wait`,
 `os.waitpid`), and by the streams whenever a write starts a new buffer, so output written before a
 Python `print` comes out before it. C stdio buffers are flushed at the end of each cell. Processes forked from the kernel
-(multiprocessing's fork workers) write their prints here too, and never read the pipes themselves.
+(multiprocessing's fork workers) never read the pipes; their prints and displays come through a pipe
+of their own (childpipe.py), read here with the others.
 The kernel's own log keeps the original stderr. Turn it off with IPYMINI_CAPTURE_FD=0.
 """
 
@@ -19,16 +20,21 @@ import select
 import threading
 
 from ipymini import patches, settings
+from ipymini.output import routing
+from ipymini.output.childpipe import ChildPipe, read_available
 from ipymini.scheduling.guard import calls_user_code
 
 log = logging.getLogger("ipymini")
 
 
 class FDCapture:
-    """Redirects fds 1 and 2 into KernelStreams (see module docstring)."""
+    """Redirects fds 1 and 2 into KernelStreams (see module docstring), and reads what forked children
+    send through their pipe (childpipe.py)."""
 
-    def __init__(self, streams: dict):
+    def __init__(self, streams: dict, publish=None):
         self.streams = streams  # fd -> KernelStream
+        self.publish = publish  # Publisher.publish, for the displays of forked children
+        self.children: ChildPipe | None = None
         self.saved: dict[int, int] = {}  # fd -> duplicate of the original target
         self.pipes: dict[int, int] = {}  # read end -> fd
         self._decoders = {}
@@ -47,7 +53,8 @@ class FDCapture:
             os.set_blocking(r, False)
             self.pipes[r] = fd
             self._decoders[fd] = codecs.getincrementaldecoder("utf-8")("replace")
-        self._pipe_fds = list(self.pipes)
+        self.children = ChildPipe()
+        self._pipe_fds = [*self.pipes, self.children.read_fd]
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._forward, name="ipymini-fd-capture", daemon=True)
         self._thread.start()
@@ -96,7 +103,7 @@ class FDCapture:
 
     def _forward(self) -> None:
         poller = select.poll()
-        for r in self.pipes:
+        for r in self._pipe_fds:
             poller.register(r, select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
         while True:
@@ -124,24 +131,38 @@ class FDCapture:
         self._drainer = threading.get_ident()
         try:
             for r, fd in self.pipes.items():
-                chunks = []
-                while True:
-                    try:
-                        data = os.read(r, 1 << 16)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    chunks.append(data)
-                if chunks:
-                    text = self._decoders[fd].decode(b"".join(chunks))
+                data = read_available(r)
+                if data:
+                    text = self._decoders[fd].decode(data)
                     if text:
                         self.streams[fd].write(text)
+            if self.children is not None:  # after the fds: a child's C output came before its message
+                for message in self.children.read():
+                    self._from_child(message)
         finally:
             self._drainer = None
             self._lock.release()
+
+    def _from_child(self, message: dict) -> None:
+        """Show what a forked child sent: its text in its stream, its display as the display."""
+        header = message.get("parent")
+        try:
+            request = routing.request_for({"header": header}) if header else None
+        except ValueError:
+            request = None
+        if message.get("kind") == "stream":
+            stream = self.streams[2 if message.get("name") == "stderr" else 1]
+            token = routing.current_request.set(request) if request is not None else None
+            try:
+                stream.write(str(message.get("text", "")))
+            finally:
+                if token is not None:
+                    routing.current_request.reset(token)
+        elif message.get("kind") == "message" and self.publish is not None:
+            content, metadata = message.get("content"), message.get("metadata")
+            if isinstance(content, dict):
+                self.publish(str(message.get("msg_type")), content,
+                             metadata if isinstance(metadata, dict) else {}, request=request)
 
     def flush_c_stdio(self) -> None:
         """Flush C-level stdio buffers (printf from extensions) into the pipes, then drain them."""
@@ -163,6 +184,8 @@ class FDCapture:
         self.pipes = {}
         self._lock = threading.Lock()
         self.saved = {}
+        if self.children is not None:
+            self.children.after_fork_in_child()
 
     def stop(self) -> None:
         """Give fds 1 and 2 back to their original targets, forwarding what is left."""
@@ -182,16 +205,20 @@ class FDCapture:
         for r in self.pipes:
             os.close(r)
         self.pipes.clear()
+        if self.children is not None:
+            self.children.close()
+            self.children = None
         os.close(self._stop_r)
         os.close(self._stop_w)
 
 
-def start_fd_capture(stdout, stderr) -> FDCapture | None:
-    """Capture fds 1/2 into the kernel's streams (unless IPYMINI_CAPTURE_FD=0); the kernel's log moves
-    to the original stderr so it never lands in a cell."""
+def start_fd_capture(stdout, stderr, publish=None) -> FDCapture | None:
+    """Capture fds 1/2 into the kernel's streams (unless IPYMINI_CAPTURE_FD=0), and forked children's
+    displays through `publish`; the kernel's log moves to the original stderr so it never lands in a
+    cell."""
     if not settings.value("IPYMINI_CAPTURE_FD"):
         return None
-    capture = FDCapture({1: stdout, 2: stderr})
+    capture = FDCapture({1: stdout, 2: stderr}, publish)
     capture.start()
     original = capture.original_stderr()
     for handler in log.handlers:

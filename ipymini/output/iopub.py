@@ -13,6 +13,7 @@ protocol.channel_thread.ChannelThread.kick) takes messages out and puts them on 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -31,16 +32,26 @@ class _Chunk:
         self.born, self.urgent = now, False
 
 
-def _publish_in_child(msg: dict, wake: bool = True, parent_frame=None) -> None:
-    """publish_msg in a forked child: what a user would see (a display's text/plain, an error's
-    traceback) is written to the child's stdout/stderr; status and comm messages are dropped."""
+CHILD_DISPLAYS = ("display_data", "update_display_data", "clear_output", "execute_result")
+
+
+def _publish_in_child(child_pipe, msg: dict, wake: bool = True, parent_frame=None) -> None:
+    """publish_msg in a forked child: a display goes to the parent whole through the children's pipe
+    (childpipe.py) when there is one, after the text printed before it; otherwise what a user would see
+    (its text/plain, an error's traceback) is written to the child's stdout/stderr. Status and comm
+    messages are dropped."""
     import sys
 
     content = msg.get("content")
     if not isinstance(content, dict):
         return
     kind = msg["header"]["msg_type"]
-    if kind in ("display_data", "update_display_data", "execute_result"):
+    if child_pipe is not None and kind in CHILD_DISPLAYS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child_pipe.send({"kind": "message", "msg_type": kind, "content": content,
+                         "metadata": msg.get("metadata") or {}, "parent": msg.get("parent_header") or {}})
+    elif kind in ("display_data", "update_display_data", "execute_result"):
         text = (content.get("data") or {}).get("text/plain")
         if isinstance(text, str):
             sys.stdout.write(text + "\n")
@@ -183,10 +194,10 @@ class IOPubQueue:
             finally:
                 self._room_waiters -= 1
 
-    def after_fork_in_child(self) -> None:
+    def after_fork_in_child(self, child_pipe=None) -> None:
         """In a forked child nothing is ever sent (the sockets are the parent's): forget what the
-        parent had queued, and turn what the child publishes into text on its stdout/stderr, which the
-        parent captures (see `_publish_in_child`)."""
+        parent had queued, and hand what the child publishes to the parent through `child_pipe`, or
+        as text on its stdout/stderr (see `_publish_in_child`)."""
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._room_waiters = 0
@@ -194,7 +205,7 @@ class IOPubQueue:
         self._bytes = 0
         self.kick = self.wake = lambda: None
         self.publish = self._publish_built
-        self.publish_msg = _publish_in_child
+        self.publish_msg = functools.partial(_publish_in_child, child_pipe)
         self.publish_frames = lambda *args, **kwargs: None
         self.write_stream = lambda *args, **kwargs: None
 

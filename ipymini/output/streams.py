@@ -47,6 +47,7 @@ _aside: dict = {}  # (thread id, stream) -> [text, request]: unfinished lines of
 _child_pending: dict = {}  # in a forked child: stream name -> text not yet written (no newline yet)
 budget = None  # bytes of stream output allowed per request (None: no limit); see set_budget
 fd_capture = None  # the FDCapture whose pipes writes drain first (see fdcapture.py)
+child_pipe = None  # where a forked child's writes go, if fd capture made one (see childpipe.py)
 
 
 class KernelStream(io.TextIOBase):
@@ -143,6 +144,11 @@ class KernelStream(io.TextIOBase):
             self._to_fd("".join(pending))
 
     def _to_fd(self, text: str) -> None:
+        if child_pipe is not None:
+            request = routing.parent_request()
+            child_pipe.send({"kind": "stream", "name": self.name, "text": text,
+                             "parent": request.header if request is not None else {}})
+            return
         if self._fileno is None:
             return
         data = text.encode("utf-8", "replace")
@@ -317,8 +323,9 @@ def _unchanged_since(key, parts, now: float) -> float:
 
 def after_fork_in_child() -> None:
     """In a forked child (multiprocessing's fork workers, os.fork): the kernel's sockets and threads
-    are the parent's, so every write goes straight to the stream's file descriptor. With fd capture
-    on, those are the parent's pipes, and the parent shows the text in the cell that is running."""
+    are the parent's, so every line goes straight to the parent: through the children's pipe when fd
+    capture made one (the parent shows it in the cell the child's code belongs to), else to the
+    stream's file descriptor."""
     global _lock, _acquire, _release, fd_capture
     _lock = threading.Lock()  # another thread may have held it at the fork
     _acquire, _release = _lock.acquire, _lock.release
