@@ -28,13 +28,14 @@ from IPython.core.async_helpers import _pseudo_sync_runner
 from ipymini import patches
 from ipymini.scheduling.cell_asyncio import sync_cell
 from ipymini.scheduling.guard import calls_user_code
+from ipymini.shell import tracebacks
 from ipymini.shell.completion import Completer
 from ipymini.shell.history import history_reply
 from ipymini.shell.ipykernel_api import present_as_ipykernel
 from ipymini.shell.zmqshell import ZMQInteractiveShell
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
-WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is warmed (warm_tracebacks)
+WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is warmed (tracebacks.py)
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Bridge:
         self._defer_history_writes()
         # on the main loop, once it is idle: a thread doing it raced user code in pygments' lazy
         # lexer imports and could hold the import lock across a user's fork
-        asyncio.get_event_loop().call_later(WARM_UP_DELAY, warm_tracebacks, self.shell)
+        asyncio.get_event_loop().call_later(WARM_UP_DELAY, tracebacks.warm_up, self.shell)
 
     def _defer_history_writes(self) -> None:
         """Write history in batches, at most HISTORY_DELAY seconds after a cell.
@@ -284,31 +285,6 @@ class Bridge:
             self.shell.atexit_operations()
         except Exception:
             pass
-
-
-def warm_tracebacks(shell) -> None:
-    """Format one traceback of a cell-like frame while the kernel is idle after start-up: a fresh
-    kernel's first error or interrupt would otherwise pay for importing stack_data and building
-    pygments' lexer and formatter (~25 ms). A formatter of its own: the shell's keeps no trace of it."""
-    import linecache
-
-    from IPython.core import ultratb
-
-    from ipymini.debugging.cellfile import tmp_prefix
-
-    name = f"{tmp_prefix()}warm-up.py"
-    source = "def warm_up():\n    raise ValueError('warm-up')\nwarm_up()\n"
-    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-    try:
-        formatter = ultratb.AutoFormattedTB(mode=shell.xmode, theme_name=shell.colors, tb_offset=1)
-        try:
-            exec(compile(source, name, "exec"), {})
-        except ValueError:
-            formatter.structured_traceback(*sys.exc_info())
-    except Exception:  # only a warm-up: the real traceback will do the work if this could not
-        pass
-    finally:
-        linecache.cache.pop(name, None)
 
 
 def language_info() -> dict:

@@ -42,6 +42,9 @@ PATCHES: dict[str, str] = {
                                                                       "names cached per directory mtime",
     "parso.cache._save_to_file_system": "jedi's parse cache written atomically (shell/completion.py)",
     "parso.cache._load_from_file_system": "a damaged parse cache file read as a miss",
+    "pygments.lexers.python.PythonLexer.__init_subclass__": "stack_data's per-frame lexer subclass "
+                                                            "reuses the token tables (shell/tracebacks.py)",
+    "stack_data.style_with_executing_node": "one executing-node style class per style (shell/tracebacks.py)",
     "sys.breakpointhook": "breakpoint() stops in an attached debugger (debugging/debugger.py)",
     "pdb.Pdb": "pdb that an interrupt can end (debugging/interruptible_pdb.py), once pdb is imported",
     "pdb.set_trace": "the same, for pdb.set_trace",

@@ -2,7 +2,8 @@
 
 Owns: the shell, display hook and display publisher subclasses (`zmqshell`), the IPython application
 and its configuration (`app`), completion under a time budget (`completion`), ipykernel's kernel magics
-(`kernel_magics`) and ipykernel's public API for user code (`ipykernel_api`).
+(`kernel_magics`), ipykernel's public API for user code (`ipykernel_api`) and the cost of
+tracebacks (`tracebacks`).
 Must not import: the sockets or the scheduling state (workers, queues); it publishes through the
 publisher it is given. The bridge (`ipymini/bridge.py`) is this package's hub.
 """

@@ -27,6 +27,7 @@ from ipymini.debugging.cellfile import cell_filename
 from ipymini.output import routing
 from ipymini.output.routing import parent_request
 from ipymini.scheduling.guard import KERNEL_DIR, calls_user_code
+from ipymini.shell import tracebacks
 from ipymini.shell.formatting import DisplayFormatter
 
 
@@ -329,6 +330,7 @@ class ZMQInteractiveShell(InteractiveShell):
             debugger.on_cell_error(sys.exc_info() if exc_tuple is None else exc_tuple)
         if etype is not None and issubclass(etype, KeyboardInterrupt):
             _drop_kernel_frames((sys.exc_info() if exc_tuple is None else exc_tuple)[2])
+        tracebacks.install_caches()  # before the first traceback, should it come before the warm-up
         return super().showtraceback(exc_tuple, *args, **kwargs)
 
     keepkernel_on_exit = None  # ipykernel's attribute (exit(keep_kernel=...) is passed per call here)
