@@ -106,7 +106,8 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("IPYMINI_CAPTURE_FD", BOOL, "1",
-            "capture what subprocesses and C code write to fds 1/2 into the cell's output"),
+            "capture what subprocesses and C code write to fds 1/2 into the cell's output, and "
+            "forked children's prints and displays"),
     Setting("IPYMINI_OUTPUT_LIMIT", BYTES, None,
             "per-cell stream output budget in bytes; past it, one notice says how much was omitted",
             shown="unset"),

@@ -52,13 +52,11 @@ class ChildPipe:
         self._partial: dict = {}  # (pid, thread id) -> payload pieces of an unfinished message
         self._tail = b""  # bytes of a frame not fully read yet
         self._send_lock = threading.Lock()
-        self.in_child = False
 
     # -- in a forked child --
 
     def after_fork_in_child(self) -> None:
         """This process is a child now: it sends, and never reads."""
-        self.in_child = True
         self._send_lock = threading.Lock()  # another thread may have held it at the fork
         self._partial = {}
         self._tail = b""
