@@ -277,6 +277,22 @@ def test_interrupting_asyncio_run(kernel):
     assert of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"] == "'fine'"
 
 
+def test_an_interrupt_while_asyncio_run_starts_its_loop(kernel):
+    """The interrupt lands inside asyncio's loop start-up (forced: a SIGINT from the hook asyncio sets
+    there). Raised in place, 3.13 left the loop marked as running and answered "RuntimeError: Cannot
+    close a running event loop"; delivered as asyncio's own handler does, it is a KeyboardInterrupt."""
+    code = (
+        "import asyncio, os, signal, sys\n_hooks = sys.set_asyncgen_hooks\n"
+        "def _interrupting(*args, **kwargs):\n    sys.set_asyncgen_hooks = _hooks\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n    return _hooks(*args, **kwargs)\n"
+        "sys.set_asyncgen_hooks = _interrupting\n"
+        "try:\n    asyncio.run(asyncio.sleep(30))\nfinally:\n    sys.set_asyncgen_hooks = _hooks")
+    reply, msgs = kernel.execute(code, timeout=20)
+    assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+    msgs = kernel.run_ok("asyncio.run(asyncio.sleep(0, 'fine'))")
+    assert of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"] == "'fine'"
+
+
 def test_kernel_magics(kernel, tmp_path):
     text = stream_text(kernel.run_ok("%connect_info"))
     info = json.loads(text[:text.index("\n\n")])

@@ -25,6 +25,7 @@ from ipymini import patches
 from ipymini.scheduling.guard import calls_user_code
 
 _state = threading.local()  # .sync_cell: a cell without top-level await runs on this thread
+_RUNNER_RUN = asyncio.Runner.run.__code__  # asyncio's own, whatever wraps it later
 
 
 class KernelEventLoop(asyncio.SelectorEventLoop):
@@ -73,6 +74,31 @@ def _kernel_loop_set_aside():
     finally:
         events._set_running_loop(loop)
         events.set_event_loop(loop)  # asyncio.run leaves the thread with no event loop set
+
+
+def interrupt_runner(frame) -> bool:
+    """An interrupt for code running inside `asyncio.run` (asyncio.Runner.run) on this thread is
+    delivered as asyncio's own SIGINT handler delivers it, which asyncio sets up only when SIGINT has
+    Python's default handler (the kernel has its own): the main task is cancelled and Runner.run
+    raises KeyboardInterrupt. Raised anywhere else in asyncio's loop, it can leave the loop marked as
+    running (3.13: "Cannot close a running event loop" instead of the KeyboardInterrupt). Returns
+    whether it did; if not (no Runner.run on the stack, its task not made yet or done, a second
+    interrupt), the caller raises KeyboardInterrupt as usual."""
+    f = frame
+    while f is not None and f.f_code is not _RUNNER_RUN:
+        f = f.f_back
+    if f is None or f is frame:  # in Runner.run's own lines the loop is not running: raise there
+        return False
+    runner, task = f.f_locals.get("self"), f.f_locals.get("task")
+    count = getattr(runner, "_interrupt_count", None)
+    if not isinstance(task, asyncio.Future) or task.done() or not isinstance(count, int):
+        return False
+    runner._interrupt_count = count + 1
+    if count:
+        return False
+    task.cancel()
+    runner._loop.call_soon_threadsafe(lambda: None)  # wake the loop from its wait
+    return True
 
 
 _installed = False

@@ -17,6 +17,7 @@ import signal
 import threading
 from typing import Callable
 
+from ipymini.scheduling import cell_asyncio
 from ipymini.scheduling.guard import in_kernel_code
 
 
@@ -79,6 +80,8 @@ class Interrupts:
                 retry = threading.Timer(0.002, self.interrupt_main)
                 retry.name = "ipymini-interrupt-retry"
                 retry.start()
+                return
+            if cell_asyncio.interrupt_runner(frame):
                 return
             raise KeyboardInterrupt
         if task is not None:
