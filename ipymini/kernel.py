@@ -144,7 +144,8 @@ class Kernel(IPyKernelAPI):
 
     def _after_fork_in_child(self) -> None:
         """A process forked from the kernel (multiprocessing's fork workers, os.fork) must never use
-        the parent's sockets; its prints go to fds 1 and 2, which the parent captures into the cell."""
+        the parent's sockets; its prints and displays go to the parent through the children's pipe
+        (output/childpipe.py), or to fds 1 and 2 without fd capture."""
         self.sockets.after_fork_in_child()
         self.iopub.after_fork_in_child(streams.child_pipe)
         try:  # nor run the kernel's signal handlers: a pool worker that multiprocessing terminated

@@ -5,9 +5,9 @@ kernel's stdout/stderr stream, so `os.system`, `subprocess.run` without capture 
 in the cell. A reader thread forwards output as it arrives (subprocesses write while the cell waits on
 them); the pipes are also drained when a child process is waited for (`os.system`, `Popen.wait`,
 `os.waitpid`), and by the streams whenever a write starts a new buffer, so output written before a
-Python `print` comes out before it. C stdio buffers are flushed at the end of each cell. Processes forked from the kernel
-(multiprocessing's fork workers) never read the pipes; their prints and displays come through a pipe
-of their own (childpipe.py), read here with the others.
+Python `print` comes out before it. C stdio buffers are flushed at the end of each cell. Processes
+forked from the kernel (multiprocessing's fork workers) never read the pipes; their prints and
+displays come through a pipe of their own (childpipe.py), read here with the others.
 The kernel's own log keeps the original stderr. Turn it off with IPYMINI_CAPTURE_FD=0.
 """
 

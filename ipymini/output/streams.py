@@ -196,19 +196,26 @@ def _push_active() -> None:
 
 
 def _push_lines() -> None:
-    """Hand a full buffer's complete lines to the IOPub queue and keep its unfinished line: `print`
-    writes its text and its newline in two calls, and another thread may write in between. (A line
-    longer than the buffer has no newline to stop at and goes as it is.)"""
+    """A full buffer: its complete lines go to the IOPub queue and its unfinished line stays, since
+    `print` writes its text and its newline in two calls and another thread may write in between. A
+    line longer than the buffer goes as it is."""
+    _push_complete_lines()
+    if _active.size >= PUSH_BYTES:
+        _push_active()
+
+
+def _push_complete_lines() -> None:
+    """Hand the active buffer's complete lines to the IOPub queue; an unfinished line stays (the
+    buffer is left as it is if it holds no newline)."""
     a = _active
     text = a.parts[0] if len(a.parts) == 1 else "".join(a.parts)
     nl = text.rfind("\n")
-    if 0 <= nl < len(text) - 1:
-        _emit(a.stream, text[:nl + 1], a.request)
-        text = text[nl + 1:]
-        a.parts, a.size = [text], len(text)
-    else:
-        a.parts = [text]
-        _push_active()
+    if nl < 0:
+        return
+    _emit(a.stream, text[:nl + 1], a.request)
+    rest = text[nl + 1:]
+    a.parts = [rest] if rest else []
+    a.size = len(rest)
 
 
 def _take_over(stream, tid, request) -> None:
@@ -288,13 +295,7 @@ def flush_on_timer() -> bool | None:
             if quiet:
                 _push_active()
             else:
-                text = a.parts[0] if len(a.parts) == 1 else "".join(a.parts)
-                nl = text.rfind("\n")
-                rest = text[nl + 1:]
-                if nl >= 0:
-                    _emit(a.stream, text[:nl + 1], a.request)
-                    a.parts = [rest] if rest else []
-                    a.size = len(rest)
+                _push_complete_lines()
         held_back = bool(a.parts)
         if held_back:  # the time since it is unchanged carries on only if this tick left it alone
             seen["active"] = (a.parts, len(a.parts), _unchanged_since("active", a.parts, now))
