@@ -33,11 +33,19 @@ class KernelDef:
 
 
 def builtin_kernels() -> dict[str, KernelDef]:
-    """ipymini from this checkout, ipykernel from this environment, and the two protocol floors."""
+    """ipymini from this checkout, ipykernel from this environment, and the two protocol floors.
+
+    Not run unless named in --kernels: `ipymini-noguard` (this checkout with IPYMINI_MEMORY_LIMIT=0)
+    and, when IPYMINI_BENCH_BEFORE names another checkout of ipymini (`git worktree add DIR REF`),
+    `ipymini-before` from there: a change measured against what it changed, in the same rounds."""
     py = sys.executable
     floor = str(HERE / "floor_kernel.py")
+    ipymini = [py, "-m", "ipymini", "-f", "{connection_file}"]
+    before = os.environ.get("IPYMINI_BENCH_BEFORE")
     return {k.name: k for k in (
-        KernelDef("ipymini", [py, "-m", "ipymini", "-f", "{connection_file}"], from_repo=True, ipython=True),
+        KernelDef("ipymini", ipymini, from_repo=True, ipython=True),
+        KernelDef("ipymini-noguard", ipymini, from_repo=True, ipython=True, env={"IPYMINI_MEMORY_LIMIT": "0"}),
+        *([KernelDef("ipymini-before", ipymini, ipython=True, env={"PYTHONPATH": before})] if before else []),
         KernelDef("ipykernel", [py, "-m", "ipykernel_launcher", "-f", "{connection_file}"], ipython=True),
         # jupyter_client's Session signing, as issue 6 defined the floor
         KernelDef("floor", [py, floor, "-f", "{connection_file}"], floor=True),

@@ -8,6 +8,7 @@ inspection, is_complete, history and kernel_info's language_info.
 The bridge never holds the kernel: it is given `KernelServices`, the few things it needs from the
 protocol side (a publisher, a way to ask for input, the subshell ids, the interrupt count), and runs each
 cell for a `CellTracker` that records whether the cell computes or awaits (for interrupts).
+Must not import: ipymini.kernel.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from IPython.core import page, payloadpage
 from IPython.core.async_helpers import _pseudo_sync_runner
 
 from ipymini import patches
+from ipymini.kernelcode import calls_user_code
 from ipymini.scheduling.cell_asyncio import sync_cell
-from ipymini.scheduling.guard import calls_user_code
 from ipymini.shell import tracebacks
 from ipymini.shell.completion import Completer
 from ipymini.shell.history import history_reply
@@ -48,6 +49,8 @@ class KernelServices:
     interrupt_count: Callable[[], int]  # interrupts delivered so far (`!cmd` ends the cell on one)
     public: object  # what user code sees as `get_ipython().kernel` (ipykernel's API); ipymini never
     # reaches through it
+    memory: object = None  # memory/MemoryGuard: describes a cell's MemoryError, gives its memory back
+    gui_loops: object = None  # gui/loops.GuiLoops: what `%gui` / `%matplotlib tk|qt` switch
 
 
 class CellTracker(Protocol):
@@ -80,9 +83,11 @@ class Bridge:
         present_as_ipykernel(ZMQInteractiveShell)
         shell = ZMQInteractiveShell.instance(parent=app, profile_dir=app.profile_dir, kernel=services.public,
                                              publisher=services.publisher,
-                                             interrupt_count=services.interrupt_count)
+                                             interrupt_count=services.interrupt_count,
+                                             gui_loops=services.gui_loops)
         app.shell = shell
         self.shell = shell
+        shell.memory_guard = services.memory
         if "IPKernelApp" not in shell.config:  # what tqdm.auto & co. look for (see app.IPKernelApp)
             shell.config.IPKernelApp.connection_file = app.connection_file
         shell.configurables.append(app)  # `%config IPKernelApp`, as in ipykernel
@@ -172,7 +177,7 @@ class Bridge:
         coro = shell.run_cell_async(code, store_history=store_history, silent=silent,
                                     transformed_cell=transformed,
                                     preprocessing_exc_tuple=preprocessing_exc, **kwargs)
-        result = None
+        result = escaped = None
         try:
             # top-level await needs one of these words: skip IPython's second tokenize without them
             maybe_async = "await" in transformed or "async" in transformed
@@ -186,13 +191,18 @@ class Bridge:
                 # a per-write cost and unbounded memory under floods. Stepping the coroutine avoids it.
                 with tracker.computing(), sync_cell():
                     result = _pseudo_sync_runner(coro)
-        except BaseException:
-            shell.showtraceback()
+        except BaseException as e:
+            escaped = e
+            try:
+                shell.showtraceback(running_compiled_code=True)
+            except BaseException:  # as in IPython's run_cell: with %pdb on and no stdin, showing it
+                pass  # enters pdb, which raises StdinNotImplementedError again (already shown)
         finally:
             cell_error = shell.last_error
             # a traceback shown by the cell itself (showtraceback() in an except block) is output;
             # the cell failed only if its code raised, or formatting its result did (as in ipykernel)
-            failed = result is None or not result.success or shell.failed_without_raising
+            failed = (escaped is not None or result is None or not result.success
+                      or shell.failed_without_raising)
             # a failing post-execute hook is shown as an error output, but the cell itself succeeded
             for event, args in (("post_execute", ()), ("post_run_cell", (result,))):
                 if event == "post_run_cell" and silent:
@@ -203,11 +213,34 @@ class Bridge:
                     shell.showtraceback()
         if not failed:
             return {"status": "ok"}
+        error_in_exec = result.error_in_exec if result is not None else None
+        if isinstance(error_in_exec, MemoryError) and self.services.memory is not None:
+            self._drop_what_the_failed_cell_left(result)
+            still_high = self.services.memory.after_memory_error(error_in_exec)
+            if still_high:
+                sys.stderr.write(still_high)
         error = cell_error
         if error is None:  # failed without a traceback being shown (should not happen)
-            err = result.error_before_exec or result.error_in_exec if result is not None else None
+            err = result.error_before_exec or result.error_in_exec if result is not None else escaped
             error = {"ename": type(err).__name__, "evalue": str(err), "traceback": []}
         return {"status": "error", **error}
+
+    def _drop_what_the_failed_cell_left(self, result) -> None:
+        """After a MemoryError: IPython's own references to what the cell made go (its formatter's
+        last traceback; a result it displayed before failing, with ast_node_interactivity 'all', in
+        Out, _, __, ___ and the execution result), so the memory guard can give the memory back."""
+        shell = self.shell
+        shell.InteractiveTB.tb = None
+        result.result = None
+        count = result.execution_count
+        out = shell.user_ns.get("Out")
+        if count is None or not isinstance(out, dict) or count not in out:
+            return
+        shown = out.pop(count)
+        for names in (shell.user_ns, shell.user_ns_hidden, shell.displayhook.__dict__):
+            for name in ("_", "__", "___", f"_{count}"):
+                if names.get(name) is shown:
+                    names[name] = ""
 
     def user_expressions(self, expressions: dict) -> dict:
         return self.shell.user_expressions(expressions or {})
@@ -224,7 +257,7 @@ class Bridge:
     def attach_debugger(self, debugger) -> None:
         """The debugger a frontend started: told before each cell and on each cell's error."""
         self.debugger = debugger
-        self.shell.debugger = debugger
+        self.shell.kernel_debugger = debugger
 
     @property
     def execution_count(self) -> int:
@@ -315,7 +348,8 @@ def kernel_info(debugger: bool) -> dict:
     """kernel_info_reply content."""
     import IPython
 
-    from ipymini import PROTOCOL_VERSION, __version__
+    from ipymini import __version__
+    from ipymini.protocol import PROTOCOL_VERSION
 
     return {
         "status": "ok",

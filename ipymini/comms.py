@@ -25,8 +25,8 @@ from comm.base_comm import BaseComm
 from comm.base_comm import CommManager as BaseCommManager
 
 from ipymini import patches
+from ipymini.kernelcode import calls_user_code
 from ipymini.output import routing
-from ipymini.scheduling.guard import calls_user_code
 
 log = logging.getLogger("ipymini")
 
@@ -159,14 +159,16 @@ class CommManager(BaseCommManager):
         """A client opened a comm: create our end and give it to the target's callback."""
         content = msg["content"]
         target_name = content["target_name"]
-        with self._lock:
+        new = Comm(comm_id=content["comm_id"], primary=False, target_name=target_name)
+        with self._lock:  # checked and registered at once: two opens may race on two subshells
             target = self.targets.get(target_name)
-            taken = content["comm_id"] in self.comms
+            taken = new.comm_id in self.comms
+            if not taken:
+                self.comms[new.comm_id] = new
         if taken:
+            new._closed = True  # never sends a close for the comm that holds this id
             log.warning("dropped a comm_open for comm %r, which is already open", content["comm_id"])
             return
-        new = Comm(comm_id=content["comm_id"], primary=False, target_name=target_name)
-        self.register_comm(new)
         if target is None:
             log.warning("no comm target %r is registered: closing comm %r", target_name, new.comm_id)
         elif self._run_callback(target, new, msg):

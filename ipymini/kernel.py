@@ -17,24 +17,21 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 import traceback
 
-from ipymini import comms, patches, settings
+from ipymini import comms, memory, patches, settings
 from ipymini.bridge import Bridge, KernelServices, kernel_info
 from ipymini.debugging import interruptible_pdb
 from ipymini.debugging.dap import debugger_available, response as dap_response
-from ipymini.output import routing, streams
-from ipymini.output.fdcapture import FDCapture, start_fd_capture
-from ipymini.output.iopub import IOPubQueue
-from ipymini.output.publisher import Publisher
-from ipymini.output.streams import KernelStream
+from ipymini.gui.loops import GuiLoops
+from ipymini.kernelcode import calls_user_code
+from ipymini.output import routing
+from ipymini.output.front import OutputFront
 from ipymini.protocol.messages import (Request, error_reply, execute_metadata, problem_with,
                                        unknown_subshell_reply)
 from ipymini.protocol.sockets import KernelSockets
 from ipymini.protocol.wire import Wire, now_iso
 from ipymini.scheduling import cell_asyncio, lifecycle
-from ipymini.scheduling.guard import calls_user_code
 from ipymini.scheduling.interrupts import Interrupts
 from ipymini.scheduling.stdin import StdinBroker
 from ipymini.scheduling.workers import ShellWorker, SubshellManager
@@ -58,21 +55,22 @@ class Kernel(IPyKernelAPI):
         # refuses a replayed signature among the latest 2**16 messages received (protocol/wire.py)
         self.wire = Wire(conn.get("key", ""), conn.get("signature_scheme", "hmac-sha256"))
         self.sockets = sockets if sockets is not None else KernelSockets(conn, self.wire)
-        self.iopub = IOPubQueue(self.wire)
-        self.publisher = Publisher(self.iopub)  # what collaborators publish through
+        self.output = OutputFront(self.wire)  # streams, fd capture and the IOPub queue (output/)
+        self.publisher = self.output.publisher  # what collaborators publish through
         self.bridge: Bridge | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.gui: GuiLoops | None = None  # %gui / %matplotlib tk|qt (gui/), made with the loop
         self.stopping = False
         self.main = ShellWorker(self.handle_shell, self.answer_aborted)  # the parent shell, main thread
         self.subshells = SubshellManager(
             lambda subshell_id: ShellWorker(self.handle_shell, self.answer_aborted, subshell_id),
             self.sockets.io_lock)
         self.debugger = None  # created by the first debug_request (debugging/debugger.py)
+        self.memory = memory.off()  # the memory guard (memory/), made in run()
         self.interrupts = Interrupts(self.main, self.subshells, lambda: self.debugger)
         # comm messages run on the parent shell, serialized with its cells, unless this is set
         self.comms_on_subshells = settings.value("IPYMINI_COMMS_ON_SUBSHELLS")
         self.stdin = StdinBroker(self.wire, self._send_on_stdin)
-        self.fd_capture: FDCapture | None = None
         self.comm_manager = comms.CommManager(self.publisher, self._run_soon, kernel=self)
         self._init_ipykernel_api()  # session, iopub_socket, get_parent (ipykernel_api.py)
         self.shell_handlers = {
@@ -107,28 +105,32 @@ class Kernel(IPyKernelAPI):
     @calls_user_code  # an async cell's task runs from this loop
     def run(self) -> int:
         """Serve until a shutdown request; returns the process exit code."""
-        routing.install_context_propagation()
+        if settings.value("IPYMINI_THREAD_OUTPUT") == "starter":
+            routing.use_starter_routing()
         lifecycle.become_group_leader()
         cell_asyncio.install()
         interruptible_pdb.install()
         self.loop = cell_asyncio.KernelEventLoop()
         asyncio.set_event_loop(self.loop)
         self.main.attach(self.loop)
-        self.sockets.start(self.iopub, self._on_io_message, self._on_control_message,
-                             on_crash=self.request_stop, flush_partials=streams.flush_on_timer,
-                             flush_all=streams.flush_all)
+        self.gui = GuiLoops(self.loop)
+        self.sockets.start(self.output, self._on_io_message, self._on_control_message,
+                           on_crash=self.request_stop)
         self.sockets.read_shell_on(self.loop, self.main)
-        patches.patch(sys, "stdout", KernelStream("stdout", self.iopub, fileno=1))
-        patches.patch(sys, "stderr", KernelStream("stderr", self.iopub, fileno=2))
-        self._start_output_options()
+        self.output.start()
         comms.install(self.comm_manager)
+        self.memory = memory.guard_for(self.app.connection_file, self._cells_computing,
+                                       lambda: self.interrupts.stop_cells(MemoryError),
+                                       self.interrupts.memory_stop_pending)
         self.bridge = Bridge(self.app, KernelServices(
             publisher=self.publisher, request_input=self.stdin.request_input,
-            subshell_ids=self.subshells.ids, interrupt_count=lambda: self.interrupts.count, public=self))
+            subshell_ids=self.subshells.ids, interrupt_count=lambda: self.interrupts.count, public=self,
+            memory=self.memory, gui_loops=self.gui))
         self.comm_manager.shell = self.bridge.shell
         self.bridge.start()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
         self.interrupts.install()
+        self.memory.start()  # after interrupts.install(): it signals the main thread
         signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
         lifecycle.watch_parent(self.request_stop)
         serving = None
@@ -147,25 +149,17 @@ class Kernel(IPyKernelAPI):
         the parent's sockets; its prints and displays go to the parent through the children's pipe
         (output/childpipe.py), or to fds 1 and 2 without fd capture."""
         self.sockets.after_fork_in_child()
-        self.iopub.after_fork_in_child(streams.child_pipe)
+        self.output.after_fork_in_child()
         try:  # nor run the kernel's signal handlers: a pool worker that multiprocessing terminated
             # ran request_stop and "interrupted" the parent's cell inside itself (a stray traceback)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
         except ValueError:
             pass
-        streams.after_fork_in_child()
-        if self.fd_capture is not None:
-            self.fd_capture.after_fork_in_child()
-
-    def _start_output_options(self) -> None:
-        """The per-cell output budget and OS-level capture of fds 1/2 (see streams.py, fdcapture.py)."""
-        streams.set_budget_from_env()
-        self.fd_capture = start_fd_capture(sys.stdout, sys.stderr, self.publisher.publish)
-        streams.fd_capture = self.fd_capture
-        streams.child_pipe = self.fd_capture.children if self.fd_capture is not None else None
 
     def _finish(self) -> None:
+        if self.gui is not None:
+            self.gui.shutdown()  # before anything it waits for is closed
         self.stdin.cancel_all()
         self.subshells.stop_all()
         if self.debugger is not None:
@@ -175,13 +169,15 @@ class Kernel(IPyKernelAPI):
         except Exception:
             log.exception("error during shutdown")
         lifecycle.stop_children()
+        self.memory.stop()
         self.sockets.stop_reading_shell()
-        if self.fd_capture is not None:
-            streams.fd_capture = streams.child_pipe = None
-            self.fd_capture.stop()
-        streams.flush_all()
+        self.output.stop()
         patches.restore_all()  # sys.stdout/stderr, input(), ... (patches.py lists them all)
         self.sockets.close()
+
+    def _cells_computing(self) -> bool:
+        """Whether a cell runs now on any shell (the memory guard asks)."""
+        return self.main.busy or any(worker.busy for worker in self.subshells.workers())
 
     def request_stop(self) -> None:
         """Stop serving (from any thread): interrupts a running cell, then ends the main loop."""
@@ -273,7 +269,7 @@ class Kernel(IPyKernelAPI):
                         await result
                 except BaseException as e:  # a handler bug or a stray interrupt still gets a reply
                     self._reply_exception(req, e)
-            streams.flush_all()
+            self.output.flush_streams()
             self._publish_status("idle", req)
         finally:
             routing.current_request.reset(token)
@@ -334,7 +330,7 @@ class Kernel(IPyKernelAPI):
     def _publish_status(self, state: str, req: Request) -> None:
         # `busy` is not sent on its own: execute_input, the reply or idle follows at once and sends
         # everything queued, in order
-        self.iopub.publish("status", _STATUS_CONTENT[state], req, wake=state != "busy")
+        self.output.publish("status", _STATUS_CONTENT[state], req, wake=state != "busy")
 
     def send_reply(self, req: Request, content: dict, metadata=None) -> None:
         """Send the reply to `req` on its channel, after every iopub message it produced so far."""
@@ -343,16 +339,11 @@ class Kernel(IPyKernelAPI):
         frames = self.wire.serialize(msg, ident=req.idents, parent_frame=req.header_frame)
         if req.channel == "control":
             if req.worker is not None:  # a shell request that came on control: its outputs first
-                streams.flush_all()
-                self.iopub.flush()
+                self.output.before_reply()
             self.sockets.send("control", frames)
         else:
-            # Not sent yet: `idle` follows every shell reply and sends outputs, reply and idle in
-            # order. A refusal made while receiving (the sockets' lock held) has no output of its own,
-            # and must not wait for the streams' lock: a writer holding it may be waiting for ours.
-            if not self.iopub.is_sender():
-                streams.flush_all()
-            self.iopub.flush(wake=False)
+            # not sent yet: `idle` follows every shell reply and sends outputs, reply and idle in order
+            self.output.before_reply(wake=False)
             self.sockets.io_thread.send_after_iopub(req.channel, frames, wake=False)
 
     def _run_soon(self, fn, *args) -> None:
@@ -361,8 +352,7 @@ class Kernel(IPyKernelAPI):
 
     def _send_on_stdin(self, frames: list) -> None:
         """Send an input_request on stdin after every output its request produced so far."""
-        streams.flush_all()
-        self.iopub.flush()
+        self.output.before_reply()
         self.sockets.io_thread.send_after_iopub("stdin", frames)
 
     # ------------------------------------------------------------------ shell handlers
@@ -382,8 +372,14 @@ class Kernel(IPyKernelAPI):
         cell_id = (req.msg.get("metadata") or {}).get("cellId")
         # a subshell keeps its own count and history; IPython's belong to the parent shell
         req.subshell_count = count if subshell else None
-        status = await bridge.execute(code, silent, store_history and not subshell, worker,
-                                      cell_id=cell_id, cell_meta=req.msg.get("metadata"))
+        notice = self.memory.cell_started(not subshell, count, code)
+        if notice is not None:  # the previous kernel on this connection file died in a cell
+            self.output.write_stream("stderr", notice, req)
+        try:
+            status = await bridge.execute(code, silent, store_history and not subshell, worker,
+                                          cell_id=cell_id, cell_meta=req.msg.get("metadata"))
+        finally:
+            self.memory.cell_ended(not subshell)
         if subshell and store_history:
             worker.history.append((count, code))
             worker.execution_count += 1
@@ -396,23 +392,11 @@ class Kernel(IPyKernelAPI):
         reply["user_expressions"] = (bridge.user_expressions(expressions)
                                      if status["status"] == "ok" and isinstance(expressions, dict) else {})
         reply["payload"] = bridge.take_payloads()
-        self._finish_output(req)
+        self.output.finish_cell(req)
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
             self.sockets.io_thread.sync()  # take in what the client already sent, then abort it
             worker.abort_through = worker.seq
         self.send_reply(req, reply, metadata=execute_metadata(self.ident, started, status["status"]))
-
-    def _finish_output(self, req: Request) -> None:
-        """Collect the cell's OS-level output and tell the user what an output budget held back."""
-        if self.fd_capture is not None:
-            self.fd_capture.flush_c_stdio()
-        streams.flush_all()
-        omitted = req.extra.get("omitted_bytes")
-        if omitted:
-            self.iopub.write_stream(
-                "stderr", f"\n[ipymini] output limit of {streams.budget:,} bytes reached: "
-                f"{omitted:,} more bytes of this cell's output were not sent "
-                "(IPYMINI_OUTPUT_LIMIT sets the limit).\n", req)
 
     def complete_request(self, req: Request) -> None:
         c = req.content

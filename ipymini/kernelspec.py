@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ipymini import PROTOCOL_VERSION
+from ipymini.protocol import PROTOCOL_VERSION
 
 KERNEL_NAME = "ipymini"
 

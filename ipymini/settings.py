@@ -11,6 +11,7 @@ when the variable is set at all.
 `python -m ipymini.settings --markdown` prints README.md's table of settings.
 This module imports only the standard library: every layer of ipymini may use it, the remote launcher
 included (it never imports IPython).
+Must not import: IPython, ipymini.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -65,6 +67,28 @@ def _bytes(text: str) -> int:
     return int(n)
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+MIN_MEMORY_LIMIT = 64 << 20  # a kernel needs ~40 MiB to start: less could never run a cell
+
+
+def _memory(text: str) -> int | float:
+    """IPYMINI_MEMORY_LIMIT: bytes as an int (K/M/G/T: binary units, as Docker's --memory; 0: off),
+    or a percentage of the detected limit as a float fraction."""
+    t = text.strip()
+    if t.endswith("%"):
+        fraction = float(t[:-1]) / 100
+        if not 0 < fraction <= 1:
+            raise ValueError(text)
+        return fraction
+    match = _SIZE.fullmatch(t)
+    if match is None:
+        raise ValueError(text)
+    n = float(match.group(1)) * (1 << (10 * " kmgt".index(match.group(2).lower() or " ")))
+    if not (n == 0 or MIN_MEMORY_LIMIT <= n < math.inf):
+        raise ValueError(text)
+    return int(n)
+
+
 def _level(text: str) -> str:
     name = text.strip().upper()
     if name not in logging.getLevelNamesMapping():
@@ -76,8 +100,19 @@ BOOL = Kind(_flag, "0 or 1 (also true/false, yes/no, on/off)")
 COUNT = Kind(_count, "a whole number ≥ 0")
 SECONDS = Kind(_seconds, "a number of seconds ≥ 0")
 BYTES = Kind(_bytes, "a number of bytes ≥ 0")
+MEMORY = Kind(_memory, "0 (off), a size of at least 64M (bytes, or with K, M, G or T) or a percentage "
+                        "such as 80%")
 LEVEL = Kind(_level, "a log level name (DEBUG, INFO, WARNING, ERROR or CRITICAL)")
 TEXT = Kind(str, "any text")
+
+
+def _one_of(*words: str) -> Kind:
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in words:
+            raise ValueError(text)
+        return word
+    return Kind(parse, " or ".join(words))
 
 
 @dataclass(frozen=True)
@@ -116,6 +151,18 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("IPYMINI_IOPUB_HWM", COUNT, "100", "iopub send high-water mark (messages per subscriber)"),
     Setting("IPYMINI_COMMS_ON_SUBSHELLS", BOOL, "0",
             "run comm messages on the subshell they arrive on instead of the parent shell"),
+    Setting("IPYMINI_MEMORY_LIMIT", MEMORY, None,
+            "the memory guard: the most the kernel may use (`2G`, `512M`, or `80%` of the cgroup's or "
+            "machine's limit); near it a cell ends in MemoryError and the kernel lives on; `0`: off (a "
+            "kernel that dies in a cell is still reported by the next)",
+            shown="on: the cgroup's or machine's limit"),
+    Setting("IPYMINI_THREAD_OUTPUT", _one_of("running", "starter"), "running",
+            "where output of a thread with no parent of its own goes: `running`, the cell running now "
+            "(else the last one), as ipykernel 7.1+; `starter`, the cell that started the thread "
+            "(see below)"),
+    Setting("IPYMINI_STACKS_SIGNAL", _one_of("sigusr1", "sigusr2"), None,
+            "on this signal every thread's stack goes to the kernel's log: how a wedged kernel is "
+            "diagnosed (`kill -USR2 PID`)", shown="off"),
     Setting("IPYMINI_LOG_LEVEL", LEVEL, "WARNING",
             "kernel log level (the log goes to the original stderr, never into cells)"),
     Setting("IPYMINI_COMPLETION_TIMEOUT", SECONDS, "1.5",
@@ -132,6 +179,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "seconds the control thread waits for the debugger on one request"),
     Setting("IPYMINI_DEBUG_JUST_MY_CODE", BOOL, "1",
             "default justMyCode for the debugger (an `attach` request's own value wins)"),
+    Setting("IPYMINI_HANDSHAKE_TIMEOUT", SECONDS, "10",
+            "seconds the kernel waits for the launcher's acknowledgement when started with a "
+            "registration file (the kernel handshake of protocol 5.6); none in time: exit status 1 "
+            "(0: no limit)"),
     Setting("IPYMINI_KERNEL_IP", TEXT, "0.0.0.0",
             "address the kernel binds when started by the remote launcher (`python -m ipymini.remote`; "
             "its `--ip` default)"),

@@ -29,7 +29,8 @@ import zmq
 from jupyter_client.session import Session
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kernel_harness import KERNEL_NAME, use_repo_kernelspec  # noqa: E402
+from harness import KERNEL_NAME, use_repo_kernelspec  # noqa: E402
+from harness.processes import rss_mb  # noqa: E402
 
 STUCK_AFTER = 45.0  # seconds a request may go unanswered before the run counts it as stuck
 
@@ -267,7 +268,12 @@ class Client(threading.Thread):
         if p.msg_type == "execute_request" and status == "ok" and p.expected is not None:
             text = "".join(p.stdout)
             if text != p.expected:
-                problems.append(f"stdout {len(text)} chars, expected {len(p.expected)}: {text[-80:]!r}")
+                at = next((i for i, (a, b) in enumerate(zip(text, p.expected)) if a != b),
+                          min(len(text), len(p.expected)))
+                shown = (repr(text) if len(text) < 2000 else repr(text[max(0, at - 40):at + 40]))
+                problems.append(f"stdout {len(text)} chars in {len(p.stdout)} messages, expected "
+                                f"{len(p.expected)}; first difference at {at}: got {shown}, "
+                                f"expected {p.expected[max(0, at - 40):at + 40]!r}")
         if problems:
             self.errors.append(f"{self.tag}: {p.msg_type} {p.msg_id}: " + "; ".join(problems))
         p.stdout.clear()
@@ -289,15 +295,19 @@ class Client(threading.Thread):
         rng = self.rng
         self.counter += 1
         tag = f"{self.tag}-{self.counter}"
+        # each cell's own loop variable: cells on different subshells share the user namespace, and
+        # run at once (truly in parallel on a free-threaded build), so a shared `j` would be set by
+        # one cell between another's assignment and its print
+        var = f"j_{self.tag}_{self.counter}"
         target = rng.choice([None, None, *self.subshells])
         roll = rng.random()
         if roll < 0.30:
             n = rng.randint(1, 5)
-            self._execute(f"for j in range({n}):\n    print('{tag}', j)",
+            self._execute(f"for {var} in range({n}):\n    print('{tag}', {var})",
                           "".join(f"{tag} {j}\n" for j in range(n)), target)
         elif roll < 0.34:
             n = rng.choice([2000, 20000])
-            self._execute(f"for j in range({n}):\n    print('{tag}', j, 'x' * 20)",
+            self._execute(f"for {var} in range({n}):\n    print('{tag}', {var}, 'x' * 20)",
                           "".join(f"{tag} {j} {'x' * 20}\n" for j in range(n)), target)
         elif roll < 0.40:
             self._execute(f"import time; time.sleep({rng.choice([0.01, 0.05, 0.2])}); print('{tag}')",
@@ -334,14 +344,6 @@ class Client(threading.Thread):
             self._send("shell", "kernel_info_request", {}, target)
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, interrupts: bool = True,
               report=None, stall: float = 0) -> dict:
     """Run `clients` chaos clients against a running kernel until each sent its share of `requests`;
@@ -350,7 +352,7 @@ def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, inte
     share = max(1, requests // clients)
     workers = [Client(f"c{i}", conn, seed * 1000 + i, share, interrupts=interrupts, stop=stop,
                       stall=stall if i == 0 else 0) for i in range(clients)]
-    start, rss0 = time.monotonic(), rss_mb(pid)
+    start, rss0 = time.monotonic(), rss_mb(pid, missing=0.0)
     peak = rss0
     for w in workers:
         w.start()
@@ -359,7 +361,7 @@ def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, inte
     while any(w.is_alive() for w in workers):
         for w in workers:
             w.join(0.5)
-        peak = max(peak, rss_mb(pid))
+        peak = max(peak, rss_mb(pid, missing=0.0))
         if report is not None and time.monotonic() - last > 10:
             last = time.monotonic()
             for i, w in enumerate(workers):
@@ -367,7 +369,7 @@ def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, inte
                 for e in errors[shown[i]:]:
                     report(f"violation: {e}")
                 shown[i] = len(errors)
-            report(f"{sum(w.answered for w in workers):,} answered, RSS {rss_mb(pid):.0f} MB, "
+            report(f"{sum(w.answered for w in workers):,} answered, RSS {rss_mb(pid, missing=0.0):.0f} MB, "
                    f"{sum(shown)} violations")
     statuses: dict = {}
     for w in workers:
@@ -376,7 +378,7 @@ def run_chaos(conn: dict, pid: int, seed: int, clients: int, requests: int, inte
     return {"seconds": time.monotonic() - start, "answered": sum(w.answered for w in workers),
             "sent": sum(w.sent for w in workers), "late_prompts": sum(w.late_prompts for w in workers),
             "statuses": statuses, "rss_start": rss0,
-            "rss_peak": peak, "rss_end": rss_mb(pid), "errors": [e for w in workers for e in w.errors]}
+            "rss_peak": peak, "rss_end": rss_mb(pid, missing=0.0), "errors": [e for w in workers for e in w.errors]}
 
 
 def main() -> int:

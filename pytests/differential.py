@@ -25,7 +25,7 @@ from queue import Empty
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from kernel_harness import REPO, use_repo_kernelspec
+from harness import REPO, use_repo_kernelspec
 
 TIMEOUT = 20  # seconds any one answer may take
 LATE_TIMEOUT = 5  # seconds to wait after idle for an entry's `late_streams`
@@ -64,6 +64,8 @@ class DiffKernel:
         self.km = KernelManager(kernel_name=kernel_name, **kw)
         env = {**os.environ, "IPYTHONDIR": self.ipythondir}
         env.pop("MPLBACKEND", None)  # each kernel chooses its own default, as it would for a user
+        for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):  # headless, as on a server: the
+            env.pop(var, None)  # same GUI magic answers wherever the suite runs
         self.km.start_kernel(cwd=self.cwd, env=env)
         self.kc = None
         self.last_count = 0  # execution_count of the last execute_reply seen

@@ -10,8 +10,7 @@ still answering). A `__dir__` that prints for the whole budget puts most alarms 
 import os
 import pickle
 
-from kernel_harness import KernelHarness
-from test_subshells import create, execute, send, wait_all
+from harness import KernelHarness
 
 NOISY = """
 import sys, time
@@ -29,11 +28,11 @@ def test_completion_timeouts_in_a_printing_dir_never_wedge_the_kernel():
     k = KernelHarness(env={"IPYMINI_COMPLETION_TIMEOUT": "0.02", "IPYMINI_USE_JEDI": "0"})
     try:
         k.run_ok(NOISY)
-        sub = create(k)
+        sub = k.create_subshell()
         for _ in range(int(os.environ.get("IPYMINI_ALARM_ROUNDS", "12"))):
-            completion = send(k, "complete_request", {"code": "noisy.", "cursor_pos": 6})
-            ids = [completion] + [execute(k, f"x = {i}", sub if i % 2 else None) for i in range(10)]
-            replies, _ = wait_all(k, ids, timeout=20)
+            completion = k.send("complete_request", {"code": "noisy.", "cursor_pos": 6})
+            ids = [completion] + [k.submit(f"x = {i}", sub if i % 2 else None) for i in range(10)]
+            replies, _ = k.wait_all(ids, timeout=20)
             assert replies[completion]["content"]["status"] == "ok"
             assert all(replies[i]["content"]["status"] == "ok" for i in ids)
     finally:

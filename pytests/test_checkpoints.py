@@ -6,7 +6,7 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from kernel_harness import KernelHarness, of_type, stream_text
+from harness import KernelHarness, of_type, stream_text
 
 SETUP = """\
 import numpy as np

@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from kernel_harness import TIMEOUT, KernelHarness, of_type, stream_text
+from harness import TIMEOUT, KernelHarness, of_type, stream_text
+from harness import value as evaluate
 
 WIDGET_VERSION = {"version": "2.1.0"}
 
@@ -19,14 +20,6 @@ def send_comm(kernel, msg_type: str, content: dict, buffers=None, metadata=None)
     kernel.kc.shell_channel.send(msg)
     msg_id = msg["header"]["msg_id"]
     return msg_id, kernel.iopub_until_idle(msg_id)
-
-
-def evaluate(kernel, expr: str):
-    """The repr of `expr` in the kernel, via user_expressions."""
-    reply, _ = kernel.execute("", user_expressions={"x": expr})
-    result = reply["content"]["user_expressions"]["x"]
-    assert result["status"] == "ok", result
-    return result["data"]["text/plain"]
 
 
 def comm_opens(msgs: list, target: str | None = None) -> list:
@@ -180,6 +173,15 @@ def test_client_opens_comm_to_registered_target(kernel):
     (echo,) = of_type(msgs, "comm_msg")
     assert echo["content"] == {"comm_id": comm_id, "data": {"echo": {"ping": 3}}}
     assert echo["parent_header"]["msg_id"] == msg_id and bytes(echo["buffers"][0]) == b"\xff" * 10
+    # a second open of the same id is dropped: the target is not called, and the dropped end sends
+    # no close for the open comm when it is collected
+    _, msgs = send_comm(kernel, "comm_open", {"comm_id": comm_id, "target_name": "t.echo", "data": {}})
+    assert not of_type(msgs, "stream") and not of_type(msgs, "comm_close")
+    later = kernel.kc.execute("import gc; gc.collect()")  # a close would come before this cell ends
+    closes = of_type(kernel.iopub_until_idle(later, keep_all=True), "comm_close")
+    assert comm_id not in [m["content"]["comm_id"] for m in closes]  # (other tests' comms may close)
+    _, msgs = send_comm(kernel, "comm_msg", {"comm_id": comm_id, "data": {"ping": 4}})
+    assert [m["content"]["data"] for m in of_type(msgs, "comm_msg")] == [{"echo": {"ping": 4}}]
     # a client comm to a target nobody registered is closed right back
     _, msgs = send_comm(kernel, "comm_open", {"comm_id": "nobody-1", "target_name": "t.nobody",
                                               "data": {}})

@@ -3,7 +3,7 @@
 import time
 
 import pytest
-from kernel_harness import KernelHarness
+from harness import KernelHarness
 
 
 def complete(kernel, code, cursor_pos=None, timeout=20):

@@ -4,7 +4,7 @@ import os
 import textwrap
 
 import pytest
-from kernel_harness import REPO, KernelHarness, of_type, stream_text, value
+from harness import REPO, KernelHarness, of_type, stream_text, value
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import jupyter_kernel_test as jkt
 
-import kernel_harness  # noqa: F401  (points jupyter_client at the repo's kernelspec)
+import harness  # noqa: F401  (points jupyter_client at the repo's kernelspec)
 
 
 class IpyminiConformance(jkt.KernelTests):

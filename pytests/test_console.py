@@ -18,7 +18,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-import kernel_harness  # noqa: F401  (sets JUPYTER_PATH to the repository's kernelspec)
+import harness  # noqa: F401  (sets JUPYTER_PATH to the repository's kernelspec)
 
 pytestmark = pytest.mark.console
 

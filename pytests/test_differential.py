@@ -28,6 +28,61 @@ k = ip.kernel
 k.session.send(k.iopub_socket, 'update_display_data',
                {'data': {'text/plain': "'after'"}, 'metadata': {}, 'transient': {'display_id': 'sess'}},
                parent=ip.parent_header, ident=b'update_display_data');"""
+# kernel.session (issue 25 item 4): what jupyter_client's Session returns and holds, as value shapes
+# (types; datetimes with their UTC offset) and the values that do not differ by run
+SESSION_SHAPE = """\
+import datetime, os
+k = get_ipython().kernel; s = k.session
+def shape(v):
+    if isinstance(v, dict):
+        return {key: shape(x) for key, x in v.items()}
+    if isinstance(v, list):
+        return [shape(x) for x in v]
+    if isinstance(v, datetime.datetime):
+        return ('datetime', v.utcoffset())
+    return type(v).__name__
+def sent_shape(m):  # the parent header's fields (its date's type is the request's: entry parent_date_type)
+    return shape({**m, 'parent_header': sorted(m['parent_header'])})
+def facts(m):
+    return [m['msg_id'] == m['header']['msg_id'], m['msg_type'] == m['header']['msg_type'],
+            m['header']['session'] == s.session, m['header']['username'] == s.username,
+            m['msg_id'].startswith(f'{s.session}_{os.getpid()}_'), m['tracker'].done]
+"""
+SESSION_SEND_RETURNS = SESSION_SHAPE + """\
+on_iopub = s.send(k.iopub_socket, 'display_data', {'data': {'text/plain': 'sent by session'}, 'metadata': {}},
+                  parent=get_ipython().parent_header, metadata={'m': 1})
+built_only = s.send(None, 'custom_type', {'a': 1})
+given = s.msg('display_data', {'data': {'text/plain': 'a prebuilt message'}, 'metadata': {}},
+              parent=get_ipython().parent_header)
+again = s.send(k.iopub_socket, given, buffers=[b'raw'])
+[sent_shape(on_iopub), facts(on_iopub), on_iopub['content'], on_iopub['metadata'],
+ on_iopub['parent_header']['msg_type'], shape(built_only), facts(built_only), built_only['parent_header'],
+ again is given, sent_shape(again), facts(again)]"""
+SESSION_MEMBERS = SESSION_SHAPE + """\
+import hmac, hashlib
+h = s.msg_header('x'); m = s.msg('x', {'c': 1}, parent=h, metadata={'md': 2})
+frames = s.serialize(m, ident=[b'route'])
+idents, rest = s.feed_identities(frames)
+back = s.deserialize(rest)
+problems = []
+for bad in (rest, [b''] + rest[1:], [b'0' * 64] + rest[1:], [s.sign(rest[1:3])] + rest[1:3]):
+    try:
+        s.deserialize(bad)
+    except Exception as e:
+        problems.append((type(e).__name__, str(e)[:20]))
+values = {n: getattr(s, n) for n in ('packer', 'unpacker', 'check_pid', 'debug', 'adapt_version', 'metadata',
+          'digest_history_size', 'copy_threshold', 'buffer_threshold', 'item_threshold', 'keyfile', 'none',
+          'signature_scheme')}
+types = {n: type(getattr(s, n)).__name__ for n in ('session', 'bsession', 'username', 'key', 'pid',
+         'digest_history', 'msg_id', 'auth', 'pack', 'unpack')}
+[shape(h), shape(m), m['parent_header'] is h, [type(f).__name__ for f in frames], idents, len(rest),
+ shape(back), back['content'], back['metadata'], back['parent_header']['msg_id'] == h['msg_id'], problems,
+ s.sign(rest[1:5]) == rest[0] == hmac.new(s.key, b''.join(rest[1:5]), hashlib.sha256).hexdigest().encode(),
+ s.sign([]) == hmac.new(s.key, b'', hashlib.sha256).hexdigest().encode(),
+ s.pack({'a': [1, 'é'], 'd': datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone.utc), 'b': b'x'}),
+ s.unpack(b'{"a": [1, "\\\\u00e9"]}'), s.unpack('{"s": "str"}'), s.bsession == s.session.encode(),
+ s.pid == os.getpid(), s.username == os.environ.get('USER', 'username'), len(s.key) > 0,
+ rest[0] in s.digest_history, values, types]"""
 
 
 def cell(id: str, code: str, **options) -> Entry:
@@ -60,6 +115,59 @@ CORPUS = [
     cell("sys_argv", "sys.argv[1:2], len(sys.argv)"),
     cell("thread_output", "import threading\nt = threading.Thread(target=print, args=('from thread',))\n"
                           "t.start(); t.join()"),
+    # where output of threads with no parent of their own goes (issue 25): each later cell releases
+    # the thread and waits for it, so the output comes while that cell runs
+    cell("thread_streamer_started", "import threading\nfrom IPython.display import display\n"
+         "_go, _done = [threading.Event() for _ in range(2)], [threading.Event() for _ in range(2)]\n"
+         "def _streamer():\n    print('thread starts', flush=True)\n    for i in range(2):\n"
+         "        _go[i].wait(10)\n        print(f'result {i}', flush=True)\n"
+         "        h = display(f'display {i}', display_id=True)\n        h.update(f'updated {i}')\n"
+         "        _done[i].set()\n_ready = threading.Event()\n"
+         "_t = threading.Thread(target=lambda: (_ready.set(), _streamer()), daemon=True)\n"
+         "_t.start(); _ready.wait(10)\nimport time; time.sleep(0.2)"),
+    cell("thread_streams_into_later_cell_1", "_go[0].set(); _done[0].wait(10);"),
+    cell("thread_streams_into_later_cell_2", "_go[1].set(); _done[1].wait(10); _t.join(10)"),
+    cell("pool_task_started", "import concurrent.futures as _cf\n_pool = _cf.ThreadPoolExecutor(1)\n"
+         "_gate = threading.Event()\n_fut = _pool.submit(lambda: (_gate.wait(10), print('pool task ends')))"),
+    cell("pool_task_ends_in_later_cell", "_gate.set(); _fut.result(10);"),
+    cell("pool_worker_reused", "_pool.submit(print, 'pool again').result(10); _pool.shutdown()"),
+    cell("timer_started", "_tgate, _tdone = threading.Event(), threading.Event()\n"
+         "threading.Timer(0.01, lambda: (_tgate.wait(10), print('timer fired'), _tdone.set())).start()"),
+    cell("timer_fires_in_later_cell", "_tgate.set(); _tdone.wait(10);"),
+    cell("raw_thread_started", "import _thread\n_rgate, _rdone = threading.Event(), threading.Event()\n"
+         "_thread.start_new_thread(lambda: (_rgate.wait(10), print('raw thread'), _rdone.set()), ());"),
+    cell("raw_thread_prints_in_later_cell", "_rgate.set(); _rdone.wait(10);"),
+    cell("native_thread_started", "import ctypes\n_ngate, _ndone = threading.Event(), threading.Event()\n"
+         "def _native(arg):\n    _ngate.wait(10); print('from a C thread'); _ndone.set()\n    return None\n"
+         "_ncb = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(_native)\n_ntid = ctypes.c_ulong()\n"
+         "ctypes.CDLL(None).pthread_create(ctypes.byref(_ntid), None, _ncb, None)"),
+    cell("native_thread_prints_in_later_cell", "_ngate.set(); _ndone.wait(10)\n"
+         "ctypes.CDLL(None).pthread_join(_ntid, None)"),
+    cell("mp_thread_pool", "from multiprocessing.pool import ThreadPool\n_tp = ThreadPool(1)\n"
+         "_tp.apply(print, ('thread pool first',))"),
+    cell("mp_thread_pool_later_cell", "_tp.apply(print, ('thread pool later',)); _tp.close(); _tp.join()"),
+    cell("thread_parents_set", "_ip = get_ipython()\n_home = _ip.get_parent()\n"
+         "_g1, _d1, _g2, _d2, _r1, _r2 = (threading.Event() for _ in range(6))\n"
+         "def _local():\n    token = _ip.set_thread_parent(_home); _r1.set(); _g1.wait(10)\n"
+         "    print('to the home cell'); _ip.reset_thread_parent(token)\n"
+         "    print('to the running cell'); _d1.set()\n"
+         "def _global():\n    _ip.set_parent(_home); _r2.set(); _g2.wait(10)\n"
+         "    print('global to the home cell'); _d2.set()\n"
+         "threading.Thread(target=_local).start(); threading.Thread(target=_global).start()\n"
+         "_r1.wait(10); _r2.wait(10)"),
+    cell("thread_parent_reset_in_later_cell", "_g1.set(); _d1.wait(10);"),
+    cell("thread_global_parent_in_later_cell", "_g2.set(); _d2.wait(10); print('the cell itself')"),
+    cell("thread_context_is_pythons", "import decimal, contextvars\ndecimal.getcontext().prec = 5\n"
+         "_cv = contextvars.ContextVar('_cv', default='unset'); _cv.set('cell')\n_seen = []\n"
+         "def _look():\n    _seen.append((decimal.getcontext().prec, _cv.get()))\n"
+         "_th = threading.Thread(target=_look); _th.start(); _th.join()\n"
+         "with _cf.ThreadPoolExecutor(1) as _ex:\n    _ex.submit(_look).result()\n"
+         "decimal.getcontext().prec = 28\n_seen"),
+    cell("widget_output_from_thread_started", "import ipywidgets as _w\n_wout = _w.Output()\n"
+         "_wgate = threading.Event()\ndef _wthread():\n    _wgate.wait(10)\n"
+         "    _wout.append_stdout('into the widget\\n')\n    print('thread print')\n"
+         "_wth = threading.Thread(target=_wthread); _wth.start()\n_wout"),
+    cell("widget_output_from_thread_joined", "_wgate.set(); _wth.join(10)"),
     cell("warning", "import warnings\nwarnings.warn('careful')"),
     cell("cell_filename", "def g():\n    pass\n\ng.__code__.co_filename"),
     cell("stdout_attributes", "[getattr(sys.stdout, a, None) for a in ('encoding', 'name', 'errors')] + "
@@ -107,6 +215,19 @@ CORPUS = [
     cell("error_system_exit", "raise SystemExit('bye')"),
     cell("error_unicode", "raise ValueError('ünïcode ✓ 漢字')"),
     cell("error_indentation", "if True:\nx = 1"),
+    # post-mortem debugging and pdb, with and without stdin (issue 25)
+    cell("debug_after_error", "def _fails(n):\n    return n / 0\n_fails(3)"),
+    Entry("debug_with_stdin", code="%debug", options={"allow_stdin": True}, stdin=("p n * 14", "q")),
+    cell("debug_without_stdin", "%debug"),
+    cell("pdb_on", "%pdb on"),
+    Entry("pdb_error_with_stdin", code="_fails(7)", options={"allow_stdin": True}, stdin=("p n", "q")),
+    cell("pdb_error_without_stdin", "_fails(5)"),
+    cell("pdb_off", "%pdb off"),
+    cell("getpass_without_stdin", "import getpass\ngetpass.getpass('pw? ')"),
+    Entry("set_trace_with_stdin", code="import pdb\n_x = 3\npdb.set_trace()\n_x + 1",
+          options={"allow_stdin": True}, stdin=("p _x", "c")),
+    cell("set_trace_without_stdin", "import pdb\n_x = 3\npdb.set_trace()\n_x + 1"),
+    cell("breakpoint_without_stdin", "_x = 4\nbreakpoint()\n_x + 1"),
     cell("input_without_stdin", "input('prompt? ')"),
     Entry("input", code="name = input('Name? ')\nprint('hi', name)\nname", options={"allow_stdin": True},
           stdin=("Ada",)),
@@ -168,6 +289,30 @@ CORPUS = [
     cell("matplotlib_inline", "%matplotlib inline"),
     cell("matplotlib_figure", "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"),
     cell("matplotlib_implicit", "plt.figure(figsize=(2, 2))\nplt.plot([3, 1])"),
+    # GUI event loops (issue 26), headless (see differential.py); each failing %gui is followed by a
+    # bare %gui, which clears the loop ipykernel keeps after a failure
+    cell("gui_asyncio", "%gui asyncio"),
+    cell("gui_leave", "%gui"),
+    cell("gui_unknown", "%gui foo"),
+    cell("gui_wx", "%gui wx"),
+    cell("gui_leave_after_wx", "%gui"),
+    cell("gui_gtk3", "%gui gtk3"),
+    cell("gui_leave_after_gtk3", "%gui"),
+    cell("gui_tk_without_display", "%gui tk"),
+    cell("gui_leave_after_tk", "%gui"),
+    cell("matplotlib_nbagg", "%matplotlib nbagg"),
+    cell("matplotlib_notebook", "%matplotlib notebook"),
+    cell("matplotlib_webagg", "%matplotlib webagg"),
+    cell("matplotlib_ipympl", "%matplotlib ipympl"),
+    cell("matplotlib_widget", "%matplotlib widget"),
+    cell("matplotlib_list", "%matplotlib --list"),
+    cell("matplotlib_tk_without_display", "%matplotlib tk"),
+    cell("matplotlib_qt_without_display", "%matplotlib qt"),
+    cell("matplotlib_wx", "%matplotlib wx"),
+    cell("matplotlib_gtk3", "%matplotlib gtk3"),
+    cell("matplotlib_osx", "%matplotlib osx"),
+    cell("matplotlib_inline_again", "%matplotlib inline"),
+    cell("gui_qt5", "%gui qt5"),  # last: ipykernel leaves QT_API=pyqt5 set after it
     # comms and widgets
     cell("comm_open", "from comm import create_comm\nc = create_comm(target_name='diff_t', data={'a': 1})"),
     req("comm_info_with_comm", "comm_info_request", target_name="diff_t"),
@@ -177,6 +322,10 @@ CORPUS = [
     cell("shell_class_name", "get_ipython().__class__.__name__"),
     cell("ipkernelapp_in_config", "'IPKernelApp' in get_ipython().config"),
     cell("session_send_update_display", SESSION_SEND),
+    cell("session_send_returns", SESSION_SEND_RETURNS),
+    cell("session_members", SESSION_MEMBERS),
+    cell("parent_date_type", "[type(get_ipython().kernel.get_parent()['header']['date']).__name__, "
+                             "type(get_ipython().parent_header['header']['date']).__name__]"),
     cell("shell_parent_methods", "[callable(getattr(get_ipython(), n, None)) for n in ('get_parent', 'set_parent')]"),
     cell("kernel_class_name", "type(get_ipython().kernel).__name__"),
     cell("kernel_attributes", "[a for a in ('shell', 'session', 'iopub_socket', 'stdin_socket', 'comm_manager', "
@@ -226,18 +375,39 @@ CORPUS = [
 IDS = [e.id for e in CORPUS]
 
 
+NO_STDIN = ("input_without_stdin", "getpass_without_stdin", "debug_without_stdin", "set_trace_without_stdin")
+
+
 def without_ipymini_magics(text):
     """%lsmagic's listing without the magics only ipymini has."""
     return re.sub(r"  %(?:checkpoint|rollback|%transaction)\b", "", text) if isinstance(text, str) else text
 
 
 def without_host_cpu(reply):
-    """usage_reply's field names, host_cpu_percent left out (psutil's first reading is 0.0, omitted)."""
-    return sorted(k for k in reply if k != "host_cpu_percent") if isinstance(reply, dict) else reply
+    """usage_reply's field names, host_cpu_percent left out (psutil's first reading is 0.0, omitted),
+    and ipymini's memory_guard."""
+    return sorted(k for k in reply if k not in ("host_cpu_percent", "memory_guard")) if isinstance(
+        reply, dict) else reply
 
 
 def without_debugger_field(reply):
     return {k: v for k, v in reply.items() if k != "debugger"} if isinstance(reply, dict) else reply
+
+
+def kernel_source_masked(iopub):
+    """iopub with the kernel's own source lines in pdb listings and tracebacks masked."""
+    if not isinstance(iopub, list):
+        return iopub
+    out = []
+    for item in iopub:
+        if isinstance(item, dict) and "text" in item and "stream" in item:
+            item = {**item, "text": "<pdb listing>" if "StdinNotImplementedError" in item["text"] or
+                    "raw_input was called" in item["text"] else item["text"]}
+        elif isinstance(item, dict) and "traceback" in item.get("content", {}):
+            item = {**item, "content": {**item["content"],
+                                        "traceback": without_kernel_frames(item["content"]["traceback"])}}
+        out.append(item)
+    return out
 
 
 def fd_ours(value):
@@ -250,6 +420,11 @@ def error_name_only_ours(reply):
     if not isinstance(reply, dict):
         return reply
     return {k: ("<allowed>" if k in ("ename", "evalue", "traceback") else v) for k, v in reply.items()}
+
+
+def without_stderr(iopub):
+    """iopub without its stderr text (the view's stream items)."""
+    return [item for item in iopub if item.get("stream") != "stderr"] if isinstance(iopub, list) else iopub
 
 
 def without_display_publisher(text):
@@ -282,6 +457,10 @@ def without_jedi_types(completion):
 COMPLETIONS = tuple(e.id for e in CORPUS if e.msg_type == "complete_request")
 
 ALLOWED_DIFFERENCES = [
+    Allowed(("gui_wx", "gui_gtk3", "gui_tk_without_display"), ("iopub",), without_stderr,
+            "a GUI loop that cannot start (no wx, no PyGObject, no display) says why in the cell; "
+            "ipykernel 7.4 accepts it silently, logs the same error in the kernel's own log, and keeps "
+            "the broken loop until a bare %gui"),
     Allowed(("*",), ("iopub",), STREAM_TEXT,
             "stream chunking: ipymini coalesces stream writes and ipykernel flushes stdout and stderr on "
             "separate timers, so the view compares the concatenated text per stream between two "
@@ -313,19 +492,32 @@ ALLOWED_DIFFERENCES = [
     Allowed(("complete_builtin",), ("reply", "cursor_start"), masked, "as the matches above"),
     Allowed(("complete_builtin",), ("reply", "metadata", "_jupyter_types_experimental"), masked,
             "as the matches above"),
-    Allowed(("input_without_stdin",), ("reply", "traceback"), without_kernel_frames,
+    Allowed(("pdb_error_without_stdin",), ("iopub",), kernel_source_masked,
+            "with %pdb on and no stdin, pdb shows the kernel's own line that raised "
+            "StdinNotImplementedError (ipykernel's kernelbase.py, ipymini's scheduling/stdin.py); the "
+            "messages, the cell's frames and the errors must match"),
+    Allowed(("pdb_error_without_stdin",), ("reply", "traceback"), without_kernel_frames,
+            "as the pdb listing above: the StdinNotImplementedError is raised in each kernel's own code"),
+    Allowed(("breakpoint_without_stdin",), ("*",), masked,
+            "ipykernel 7.4 ignores breakpoint() (debugpy's breakpointhook, installed when ipykernel "
+            "imports debugpy, does nothing without a debugger attached: ipykernel#897, open); ipymini "
+            "stops in pdb as `python` does, so without stdin it raises StdinNotImplementedError as "
+            "pdb.set_trace() does (test_stdin.py checks breakpoint() with and without stdin)"),
+    Allowed(NO_STDIN, ("reply", "traceback"), without_kernel_frames,
             "input() is the kernel's own: its frames differ (ipykernel Kernel.raw_input; ipymini "
             "Bridge input -> StdinBroker.request_input); the cell's frame and the error line must match"),
-    Allowed(("input_without_stdin",), ("iopub", "*", "content", "traceback"), without_kernel_frames,
+    Allowed(NO_STDIN, ("iopub", "*", "content", "traceback"), without_kernel_frames,
             "as the reply's traceback above"),
     Allowed(("connect",), ("reply",), keys_only,
             "ports are each kernel's own connection: compare which fields are reported"),
     Allowed(("control_usage",), ("reply",), without_host_cpu,
             "usage numbers (memory, cpu) are the process's own: compare which fields are reported; "
-            "host_cpu_percent is left out by both kernels whenever psutil measures 0.0"),
+            "host_cpu_percent is left out by both kernels whenever psutil measures 0.0; ipymini adds "
+            "memory_guard (the memory guard's limit, where it comes from and the use against it)"),
     Allowed(("kernel_info", "control_kernel_info"), ("reply", "protocol_version"), masked,
             "ipykernel 7.4 says '5.3' (a stale constant in its _version.py) while it implements 5.5 "
-            "(subshells, kernel_info on control) and its kernelspec says 5.5; ipymini says 5.5"),
+            "(subshells, kernel_info on control) and its kernelspec says 5.5; ipymini says 5.6, which "
+            "adds the kernel handshake (JEP 66, test_handshake.py) that ipykernel does not have"),
     Allowed(("kernel_info", "control_kernel_info"), ("reply",), without_debugger_field,
             "ipymini still sends the `debugger` field that frontends before JEP 92's supported_features "
             "read; ipykernel 7.4 dropped it"),

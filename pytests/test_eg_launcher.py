@@ -21,7 +21,8 @@ import time
 import pytest
 from jupyter_client import BlockingKernelClient
 
-import gateway_harness as gh  # (conftest's kernel_harness import puts the repo on PYTHONPATH)
+from harness import gateway as gh  # (conftest's harness import puts the repo on PYTHONPATH)
+from harness.kernel import reply_to
 
 pytestmark = [pytest.mark.gateway, pytest.mark.timeout(120)]
 
@@ -78,15 +79,6 @@ def wait_started(kc, msg_id: str, timeout: float = 15) -> None:
             return
 
 
-def shell_reply(kc, msg_id: str, timeout: float = 15) -> dict:
-    """The shell reply to `msg_id` (earlier replies, e.g. to wait_for_ready's kernel_info, skipped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.01))
-        if reply["parent_header"].get("msg_id") == msg_id:
-            return reply
-
-
 def launcher_cmd(eg: FakeGateway, kernel_id: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ipymini.remote", "--RemoteProcessProxy.kernel-id", kernel_id,
             "--RemoteProcessProxy.response-address", eg.address, "--RemoteProcessProxy.public-key", eg.public_key,
@@ -138,7 +130,7 @@ def test_signals_poll_and_shutdown(launched):
     msg_id = kc.execute("import time; time.sleep(30)")
     wait_started(kc, msg_id)  # an interrupt while idle does nothing
     comm_request(info["comm_port"], {"signum": int(signal.SIGINT)})
-    reply = shell_reply(kc, msg_id)
+    reply = reply_to(kc, msg_id, timeout=15)
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     # EG's shutdown: shutdown_request to the kernel, then {"shutdown": 1} to the launcher
     kc.shutdown()

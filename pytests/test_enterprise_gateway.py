@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-import gateway_harness as gh
-import kernel_harness
+from harness import REPO
+from harness import gateway as gh
+from harness.messages import result_text, stream_text
 
 pytestmark = [pytest.mark.gateway, pytest.mark.timeout(1500)]  # the first run builds .venv/eg (pip)
 
-REPO = kernel_harness.REPO
 ARTIFACTS = REPO / "test-artifacts"
 SSHD = "/usr/sbin/sshd"
 EG_VENV = REPO / ".venv" / "eg"
@@ -178,7 +178,7 @@ def _eg_ready(port: int) -> bool:
 def _kernel_pid(ws: gh.KernelSocket) -> int:
     reply, iopub = ws.execute("import os; os.getpid()")
     assert reply["content"]["status"] == "ok", reply
-    return int(gh.result_text(iopub))
+    return int(result_text(iopub))
 
 
 def test_kernel_over_ssh_execute_interrupt_restart_shutdown(eg, sshd):
@@ -201,8 +201,8 @@ def test_kernel_over_ssh_execute_interrupt_restart_shutdown(eg, sshd):
             # executed by the kernel the launcher started through sshd
             reply, iopub = ws.execute("print('hello from ipymini via EG')\nx = 41\nx + 1")
             assert reply["content"]["status"] == "ok"
-            assert gh.stream_text(iopub) == "hello from ipymini via EG\n"
-            assert gh.result_text(iopub) == "42"
+            assert stream_text(iopub) == "hello from ipymini via EG\n"
+            assert result_text(iopub) == "42"
             pid = _kernel_pid(ws)
             env = gh.process_environ(pid)
             ssh_connection = env.get(b"SSH_CONNECTION", b"").split()
@@ -240,7 +240,7 @@ def test_kernel_over_ssh_execute_interrupt_restart_shutdown(eg, sshd):
         try:
             ws.wait_ready()
             reply, iopub = ws.execute("'x' in globals()")
-            assert gh.result_text(iopub) == "False"
+            assert result_text(iopub) == "False"
             new_pid = _kernel_pid(ws)
             assert new_pid != pid
             gh.wait_for(lambda: not gh.pid_alive(pid) and not gh.pid_alive(launcher[0]), 20,

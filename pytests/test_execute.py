@@ -2,7 +2,7 @@
 
 import time
 
-from kernel_harness import of_type, stream_text
+from harness import of_type, stream_text
 
 
 def test_stdout_and_stderr_streams(kernel):

@@ -11,9 +11,7 @@ import time
 import zmq
 from jupyter_client.session import Session
 
-from kernel_harness import KernelHarness, stream_text
-from test_reliability import rss_mb, wait_gone
-from test_subshells import wait_all
+from harness import KernelHarness, rss_mb, stream_text, wait_gone
 
 FLOOD = "for i in range({n}):\n    print('flood line', i, 'x' * 40)"
 
@@ -61,7 +59,7 @@ def test_a_client_killed_mid_flood_costs_the_others_nothing(tmp_path):
         other.kill()
         other.wait(10)
         ours = [k.kc.execute(FLOOD.format(n=20_000)) for _ in range(3)]
-        replies, iopub = wait_all(k, ours, timeout=60)
+        replies, iopub = k.wait_all(ours, timeout=60)
         for msg_id in ours:
             assert replies[msg_id]["content"]["status"] == "ok"
             assert stream_text(iopub[msg_id]) == flood_text(20_000)
@@ -92,7 +90,7 @@ def test_a_client_that_stops_reading_and_comes_back(tmp_path):
         shell.connect(f"tcp://{info['ip']}:{info['shell_port']}")
         time.sleep(0.5)  # subscribed; from now on this client reads nothing for a while
         ours = [k.kc.execute(FLOOD.format(n=100_000)) for _ in range(3)]
-        replies, iopub = wait_all(k, ours, timeout=90)
+        replies, iopub = k.wait_all(ours, timeout=90)
         for msg_id in ours:
             assert replies[msg_id]["content"]["status"] == "ok"
             assert stream_text(iopub[msg_id]) == flood_text(100_000)

@@ -75,7 +75,7 @@ def test_a_disabled_plain_text_formatter_or_an_object_printer(formatters):
 
 
 def test_display_and_results_in_a_kernel_use_it(kernel):
-    from kernel_harness import value
+    from harness import value
 
     assert value(kernel, "type(get_ipython().display_formatter).__module__") == "'ipymini.shell.formatting'"
     msgs = kernel.run_ok("get_ipython().display_formatter.formatters['text/html'].for_type(int, "

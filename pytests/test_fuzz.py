@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jupyter_client.session import Session
 
-from kernel_harness import KernelHarness, stream_text
+from harness import KernelHarness, stream_text
 
 EXAMPLES = int(os.environ.get("IPYMINI_FUZZ_EXAMPLES", "40"))
 DELIM = b"<IDS|MSG>"

@@ -4,7 +4,7 @@ import re
 import tempfile
 
 import pytest
-from kernel_harness import KernelHarness
+from harness import KernelHarness
 
 
 def ok(kernel, msg_type, **content):

@@ -5,7 +5,7 @@ import re
 import time
 
 import pytest
-from kernel_harness import TIMEOUT, of_type, stream_text
+from harness import TIMEOUT, of_type, stream_text
 
 CASES = {
     "busy_loop": "print('GO', flush=True)\nwhile True:\n    pass",
@@ -21,10 +21,7 @@ def interrupt(kernel, mode):
     if mode == "signal":
         kernel.km.interrupt_kernel()
     else:  # wait for the reply only: reading iopub here would drop the cell's own messages
-        msg = kernel.kc.session.msg("interrupt_request", {})
-        kernel.kc.control_channel.send(msg)
-        reply = kernel.shell_reply(msg["header"]["msg_id"], channel="control")
-        assert reply["content"]["status"] == "ok"
+        assert kernel.control("interrupt_request")["content"]["status"] == "ok"
 
 
 def wait_until_running(kernel, msg_id, case):
@@ -101,3 +98,31 @@ def test_interrupt_between_requests_keeps_serving(kernel):
         kernel.iopub_until_idle(msg_id)
     time.sleep(0.2)
     assert stream_text(kernel.run_ok("print('alive')")) == "alive\n"
+
+
+@pytest.mark.parametrize("mode", ["signal", "message"])
+def test_interrupt_in_an_event_callback_stops_the_cell(kernel, mode):
+    """An interrupt that lands in a pre_run_cell callback stops the cell. IPython catches it there,
+    prints "Error in callback" and runs the cell anyway (so does ipykernel 7.4): the interrupt is lost."""
+    kernel.run_ok("import time\nslow_once = True\n"
+                  "def slow_hook(*args):\n"
+                  "    global slow_once\n"
+                  "    if slow_once:\n"
+                  "        slow_once = False\n"
+                  "        print('GO', flush=True)\n"
+                  "        time.sleep(30)\n"
+                  "get_ipython().events.register('pre_run_cell', slow_hook)")
+    try:
+        msg_id = kernel.kc.execute("print('the cell ran')")
+        msgs = wait_until_running(kernel, msg_id, "hook")
+        time.sleep(0.2)
+        interrupt(kernel, mode)
+        reply = kernel.shell_reply(msg_id)
+        msgs += kernel.iopub_until_idle(msg_id)
+        assert reply["content"]["status"] == "error", reply["content"]
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert "the cell ran" not in stream_text(msgs)
+        assert "Error in callback" not in stream_text(msgs)
+    finally:
+        kernel.run_ok("get_ipython().events.unregister('pre_run_cell', slow_hook)")
+    assert stream_text(kernel.run_ok("print('after')")) == "after\n"

@@ -4,7 +4,7 @@ input() machinery (as with ipykernel, whose default SIGINT handler is C code).""
 import re
 import time
 
-from kernel_harness import REPO, of_type
+from harness import REPO, of_type
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

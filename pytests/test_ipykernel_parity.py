@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from kernel_harness import REPO, TIMEOUT, KernelHarness, of_type, stream_text, value
+from harness import REPO, TIMEOUT, KernelHarness, of_type, stream_text, value
 
 
 # -- identity, as libraries detect it --
@@ -192,12 +192,12 @@ def test_unknown_subshell_error_text(kernel):
     kernel.iopub_until_idle(msg["header"]["msg_id"])
 
 
-def test_protocol_5_5_on_control_and_kernelspec(kernel):
+def test_protocol_version_on_control_and_kernelspec(kernel):
     reply, _ = kernel.request("kernel_info_request", {}, channel="control")
     c = reply["content"]
-    assert c["protocol_version"] == "5.5" and "kernel subshells" in c["supported_features"]
+    assert c["protocol_version"] == "5.6" and "kernel subshells" in c["supported_features"]
     spec = json.loads((REPO / "share/jupyter/kernels/ipymini/kernel.json").read_text())
-    assert spec["kernel_protocol_version"] == "5.5"
+    assert spec["kernel_protocol_version"] == "5.6"  # 5.6: the kernel handshake (test_handshake.py)
     assert spec["metadata"]["supported_encryption"] == ["curve"]
 
 
@@ -293,6 +293,24 @@ def test_an_interrupt_while_asyncio_run_starts_its_loop(kernel):
     assert of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"] == "'fine'"
 
 
+def test_an_interrupt_before_asyncio_run_starts_its_loop(kernel):
+    """The interrupt lands in Runner.run after its task is made but before the loop runs (forced: a
+    SIGINT from signal.getsignal, which Runner.run calls there). Cancelling the task then made the cell
+    end in CancelledError (Runner.run resets its interrupt count after that point; seen in a CI run
+    under load); raised in place, it is a KeyboardInterrupt."""
+    code = (
+        "import asyncio, os, signal\n_getsignal = signal.getsignal\n"
+        "def _interrupting(*args):\n    signal.getsignal = _getsignal\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n    for _ in range(1000): pass\n"
+        "    return _getsignal(*args)\n"
+        "signal.getsignal = _interrupting\n"
+        "try:\n    asyncio.run(asyncio.sleep(30))\nfinally:\n    signal.getsignal = _getsignal")
+    reply, msgs = kernel.execute(code, timeout=20)
+    assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+    msgs = kernel.run_ok("asyncio.run(asyncio.sleep(0, 'fine'))")
+    assert of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"] == "'fine'"
+
+
 def test_kernel_magics(kernel, tmp_path):
     text = stream_text(kernel.run_ok("%connect_info"))
     info = json.loads(text[:text.index("\n\n")])
@@ -312,3 +330,24 @@ def test_attribute_completion_is_spelled_as_jedi_spells_it(kernel):
     reply, _ = kernel.request("complete_request", {"code": "'abc'.up", "cursor_pos": 8})
     c = reply["content"]
     assert (c["cursor_start"], c["cursor_end"], c["matches"]) == (6, 8, ["upper"])
+
+
+def test_run_until_complete_in_a_callback_of_a_cell_run_until_complete(kernel):
+    """A turn of the kernel loop made from inside a cell (run_until_complete in a synchronous cell) may
+    run callbacks an outer turn counted as ready: here a callback itself runs the loop again, and
+    the turn that called it then finds fewer callbacks than it counted. Before the fix: IndexError
+    ("pop from an empty deque") in the cell; at the kernel loop's own level, seen on 3.13t in CI, the
+    same killed the kernel."""
+    code = ("import asyncio\nloop = asyncio.get_event_loop()\n"
+            "async def inner():\n    await asyncio.sleep(0.01)\n    return 'inner'\n"
+            "seen = []\n"
+            "def in_a_callback():\n    seen.append(loop.run_until_complete(inner()))\n"
+            "async def outer():\n"
+            "    loop.call_soon(in_a_callback)\n"
+            "    for _ in range(3):\n        loop.call_soon(seen.append, 'after')\n"
+            "    await asyncio.sleep(0.1)\n    return seen\n"
+            "loop.run_until_complete(outer())")
+    msgs = kernel.run_ok(code)
+    assert of_type(msgs, "execute_result")[0]["content"]["data"]["text/plain"] == \
+        "['after', 'after', 'after', 'inner']"
+    assert stream_text(kernel.run_ok("print('alive')")) == "alive\n"

@@ -11,11 +11,8 @@ drives it: never `playwright install`. The completion check is timed: JupyterLab
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,63 +21,24 @@ from pathlib import Path
 
 import pytest
 
-import kernel_harness
+from harness import REPO
+from harness.gateway import free_port
+from harness.lab import (UI_TIMEOUT, alive_after_interrupt, chromium, lab_dirs,  # noqa: F401 (fixture)
+                         notebook_page, run_cell, stop_button_interrupts, type_in_last_cell, wait_done,
+                         wait_idle)
 
 pytestmark = pytest.mark.browser
 
-REPO = kernel_harness.REPO
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "ipymini-e2e"
-UI_TIMEOUT = 30_000  # ms
-
-
-def _loud_skip(reason: str):
-    banner = "!" * 20
-    print(f"\n{banner} BROWSER TESTS SKIPPED: {reason} {banner}", file=sys.stderr)
-    pytest.skip(f"BROWSER TESTS NOT RUN: {reason}")
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when it is missing."""
-    if not os.path.exists(CHROMIUM):
-        if shutil.which("apt-get") is None:
-            _loud_skip(f"{CHROMIUM} is missing and there is no apt-get to install it")
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                                      env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-            except (OSError, subprocess.TimeoutExpired) as e:
-                _loud_skip(f"`{' '.join(cmd)}` failed: {e}")
-            if proc.returncode != 0:
-                _loud_skip(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr[-500:]}")
-        if not os.path.exists(CHROMIUM):
-            _loud_skip(f"apt-get install chromium did not provide {CHROMIUM}")
-    return CHROMIUM
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def lab_url(tmp_path_factory):
     """A JupyterLab server in a temporary root dir; yields its base URL."""
     tmp = tmp_path_factory.mktemp("lab")
-    for d in ("root", "config/labconfig", "runtime", "data", "ipython"):
-        (tmp / d).mkdir(parents=True)
-    # no "would you like news?" toast over the notebook; window.jupyterapp to ask about the kernel
-    (tmp / "config/labconfig/page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True},
-         "exposeAppInBrowser": True}))
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-           "JUPYTER_DATA_DIR": str(tmp / "data"), "IPYTHONDIR": str(tmp / "ipython")}
-    port = _free_port()
+    env = {**os.environ, **lab_dirs(tmp)}
+    port = free_port()
     cmd = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser",
            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp / 'root'}",
@@ -118,62 +76,14 @@ def lab_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(chromium, lab_url, tmp_path_factory):
     """A browser page showing a new ipymini notebook, its kernel idle."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-        try:
-            context.set_default_timeout(UI_TIMEOUT)
-            pg = context.pages[0] if context.pages else context.new_page()
-            pg.goto(f"{lab_url}/lab?token={TOKEN}")
-            pg.locator('.jp-LauncherCard[title="Python 3 (ipymini)"]').first.click()
-            pg.locator(".jp-NotebookPanel").wait_for()
-            wait_idle(pg)
-            yield pg
-        finally:
-            context.close()
-
-
-KERNEL_READY = """() => {
-    const kernel = window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel;
-    return !!kernel && kernel.connectionStatus === "connected" && kernel.status === "idle";
-}"""
-
-
-def wait_idle(pg) -> None:
-    """Wait until the notebook's kernel is connected and idle (the UI runs nothing before that)."""
-    pg.wait_for_function(KERNEL_READY, timeout=UI_TIMEOUT)
+    with notebook_page(chromium, lab_url, TOKEN, tmp_path_factory.mktemp("chromium-profile")) as pg:
+        wait_idle(pg)
+        yield pg
 
 
 def shot(pg, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / f"lab-{name}.png"))
-
-
-def type_in_last_cell(pg, code: str):
-    """Put `code` in the notebook's last (empty) cell; returns the cell."""
-    cells = pg.locator(".jp-Notebook .jp-Cell")
-    cell = cells.nth(cells.count() - 1)
-    cell.locator(".cm-content").click()
-    pg.keyboard.insert_text(code)  # no per-key auto-indent or bracket closing
-    return cell
-
-
-def run_cell(pg, code: str, wait: bool = True):
-    """Type `code` in the last cell and run it (Shift+Enter); returns the cell."""
-    cell = type_in_last_cell(pg, code)
-    pg.keyboard.press("Shift+Enter")
-    if wait:
-        wait_done(cell)
-    return cell
-
-
-def wait_done(cell, timeout: float = UI_TIMEOUT) -> None:
-    from playwright.sync_api import expect
-
-    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(re.compile(r"\[\d+\]:"), timeout=timeout)
 
 
 def test_print(page):
@@ -293,20 +203,9 @@ def test_tab_completion(page):
 
 
 def test_stop_button_interrupts_sleep(page):
-    from playwright.sync_api import expect
-
-    cell = run_cell(page, "import time\ntime.sleep(30)", wait=False)
-    expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[*]:")
-    time.sleep(1)
-    t0 = time.monotonic()
-    page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="interrupt"] button').click()
-    err = cell.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-    expect(err).to_contain_text("KeyboardInterrupt", timeout=10_000)
-    wait_done(cell, timeout=10_000)
-    assert time.monotonic() - t0 < 5, "the stop button took more than 5 s to interrupt"
+    stop_button_interrupts(page, seconds=30, within=5, timeout=10_000)
     shot(page, "interrupt")
-    cell = run_cell(page, '"alive after interrupt"')
-    expect(cell.locator(".jp-OutputArea-output")).to_have_text("'alive after interrupt'")
+    alive_after_interrupt(page)
 
 
 def test_kernel_restart(page):

@@ -10,7 +10,6 @@ the gateway, not of Lab. Screenshots: test-artifacts/kg-*.png.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -19,31 +18,24 @@ from pathlib import Path
 
 import pytest
 
-import gateway_harness as gh
-import kernel_harness
-from test_jupyterlab import (CHROMIUM_ARGS, KERNEL_READY, UI_TIMEOUT, chromium,  # noqa: F401 (fixture)
-                             run_cell, wait_done, wait_idle)
+from harness import REPO
+from harness import gateway as gh
+from harness.lab import (KERNEL_READY, UI_TIMEOUT, alive_after_interrupt, chromium, lab_dirs,  # noqa: F401
+                         notebook_page, run_cell, stop_button_interrupts, wait_done, wait_idle)
+from harness.messages import result_text
 
 pytestmark = [pytest.mark.gateway, pytest.mark.browser, pytest.mark.timeout(900)]  # may apt-get chromium
 
-REPO = kernel_harness.REPO
 ARTIFACTS = REPO / "test-artifacts"
 KG_TOKEN = "ipymini-kg"
 LAB_TOKEN = "ipymini-kg-lab"
 BIN = Path(sys.executable).parent
 
 
-def _private_dirs(tmp: Path) -> dict:
-    for d in ("root", "config/labconfig", "runtime", "data", "ipython"):
-        (tmp / d).mkdir(parents=True, exist_ok=True)
-    return {"JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-            "JUPYTER_DATA_DIR": str(tmp / "data"), "IPYTHONDIR": str(tmp / "ipython")}
-
-
 @pytest.fixture(scope="module")
 def kernel_gateway(tmp_path_factory):
     """Kernel Gateway serving the repo's ipymini kernelspec; yields the Server."""
-    env = {**os.environ, **_private_dirs(tmp_path_factory.mktemp("kg"))}
+    env = {**os.environ, **lab_dirs(tmp_path_factory.mktemp("kg"))}
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "kg-server.log"
     log.write_text("")
@@ -62,10 +54,7 @@ def kernel_gateway(tmp_path_factory):
 def lab_url(kernel_gateway, tmp_path_factory):
     """JupyterLab whose kernels live on the Kernel Gateway; yields its base URL."""
     tmp = tmp_path_factory.mktemp("kg-lab")
-    env = {**os.environ, **_private_dirs(tmp)}
-    (tmp / "config/labconfig/page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True},
-         "exposeAppInBrowser": True}))
+    env = {**os.environ, **lab_dirs(tmp)}
     log = ARTIFACTS / "kg-lab-server.log"
     log.write_text("")
 
@@ -94,22 +83,9 @@ def lab_url(kernel_gateway, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(chromium, lab_url, tmp_path_factory):  # noqa: F811
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("kg-chromium")), executable_path=chromium, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-        try:
-            context.set_default_timeout(UI_TIMEOUT)
-            pg = context.pages[0] if context.pages else context.new_page()
-            pg.goto(f"{lab_url}/lab?token={LAB_TOKEN}")
-            pg.locator('.jp-LauncherCard[title="Python 3 (ipymini)"]').first.click()
-            pg.locator(".jp-NotebookPanel").wait_for()
-            _first_connection(pg)
-            yield pg
-        finally:
-            context.close()
+    with notebook_page(chromium, lab_url, LAB_TOKEN, tmp_path_factory.mktemp("kg-chromium")) as pg:
+        _first_connection(pg)
+        yield pg
 
 
 def _first_connection(pg) -> None:
@@ -170,20 +146,9 @@ def test_widget_slider(page):
 
 
 def test_stop_button_interrupts(page):
-    from playwright.sync_api import expect
-
-    cell = run_cell(page, "import time\ntime.sleep(60)", wait=False)
-    expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[*]:")
-    time.sleep(1)
-    t0 = time.monotonic()
-    page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="interrupt"] button').click()
-    err = cell.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-    expect(err).to_contain_text("KeyboardInterrupt", timeout=15_000)
-    wait_done(cell, timeout=15_000)
-    assert time.monotonic() - t0 < 10, "interrupt through the gateway took more than 10 s"
+    stop_button_interrupts(page, seconds=60, within=10, timeout=15_000)
     shot(page, "interrupt")
-    cell = run_cell(page, '"alive after interrupt"')
-    expect(cell.locator(".jp-OutputArea-output")).to_have_text("'alive after interrupt'")
+    alive_after_interrupt(page)
 
 
 KERNEL_ID = "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.id"
@@ -210,7 +175,7 @@ def test_restart(page, kernel_gateway, lab_url):
     try:
         ws.wait_ready()
         _, iopub = ws.execute("import os as _os\n'marker' in globals(), _os.getpid(), _os.getppid()")
-        fresh, new_pid, parent = re.findall(r"\w+", gh.result_text(iopub))
+        fresh, new_pid, parent = re.findall(r"\w+", result_text(iopub))
         assert fresh == "False" and int(new_pid) != old_pid and int(parent) == kernel_gateway.proc.pid
     finally:
         ws.close()

@@ -49,14 +49,23 @@ class FakeSockets:
         self.sent: list[tuple[str, dict]] = []
         self.iopub = None
 
-    def attach(self, iopub):
-        self.iopub = iopub
-        iopub.kick = self.drain_iopub
-        iopub.is_sender = lambda: True
+    def attach(self, output):
+        """Stand in for the IO thread as `output`'s sender (an IOPubSource)."""
+        self.iopub = output
+        output.attach(self)
+
+    def kick(self):
+        self.drain_iopub()
+
+    def wake(self):
+        pass
+
+    def is_sender(self):
+        return True
 
     def drain_iopub(self):
         while True:
-            frames, _ = self.iopub.pop(math.inf)  # every chunk is due: nothing waits for a timer
+            frames, _ = self.iopub.take(math.inf)  # every chunk is due: nothing waits for a timer
             if frames is None:
                 return
             self.record("iopub", frames)
@@ -107,7 +116,7 @@ class FakeBridge:
 def kernel():
     sockets = FakeSockets()
     k = Kernel({"key": KEY, "signature_scheme": "hmac-sha256"}, app=None, sockets=sockets)
-    sockets.attach(k.iopub)
+    sockets.attach(k.output)
     k.bridge = FakeBridge()
     loop = asyncio.new_event_loop()
     k.loop = loop

@@ -2,7 +2,7 @@
 
 import base64
 
-from kernel_harness import KernelHarness, of_type, value
+from harness import KernelHarness, of_type, value
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ bounded (before issue 16 every result object and its repr lived for the whole se
 
 import queue
 
-from kernel_harness import KernelHarness
+from harness import KernelHarness
 
 CELL = "display('x'); list(range(100))"
 CACHE = 50

@@ -1,5 +1,5 @@
 """nbclient / nbconvert end to end: the notebooks in pytests/notebooks/ run on the ipymini kernelspec
-and produce the outputs stored in them (see notebook_runner.py for the comparison and
+and produce the outputs stored in them (see harness/notebooks.py for the comparison and
 notebooks/make_notebooks.py for how they were written and recorded).
 
 nbclient passes `--HistoryManager.hist_file=:memory:` only to kernels named python/python2/python3,
@@ -20,15 +20,17 @@ import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
-import notebook_runner as nr
+from harness import notebooks as nr
 
 pytestmark = pytest.mark.nbclient
 
 ALL = sorted(p.name for p in nr.NOTEBOOKS.glob("*.ipynb"))
 
 
+# client_send_rearmed: widgets.ipynb's Output-widget cell would otherwise often wait its whole 60 s cell
+# timeout for a reply that came (a jupyter_client bug, test_nbclient_widget_stall.py)
 @pytest.mark.parametrize("name", ALL)
-def test_notebook_outputs_match(name):
+def test_notebook_outputs_match(name, client_send_rearmed):
     nb = nr.load(name)
     assert any(c.get("outputs") for c in nb.cells), "expected outputs were never recorded"
     nr.assert_same_outputs(nb, nr.execute(nb))
@@ -95,9 +97,11 @@ def test_parallel_in_threads(capfd):
 
 
 def test_parallel_in_processes():
+    # over ipc: three processes picking TCP ports at once could pick the same one (seen on 3.15:
+    # "Address already in use" as a kernel bound its port)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=3, mp_context=ctx) as pool:
-        futures = [pool.submit(nr.run_and_normalize, n) for n in PARALLEL[:3]]
+        futures = [pool.submit(nr.run_and_normalize, n, None, "ipc") for n in PARALLEL[:3]]
         outs = [f.result(timeout=120) for f in futures]
     for name, got in zip(PARALLEL, outs):
         assert got == nr.normalize(nr.load(name)), name
@@ -117,7 +121,7 @@ def test_nbconvert_execute_cli(tmp_path, name, extra):
     nr.assert_same_outputs(nr.load(name), out)
 
 
-def test_widget_state_is_recorded():
+def test_widget_state_is_recorded(client_send_rearmed):
     """The slider's final value and the Output widget's captured print live in the widget state."""
     nb = nr.execute(nr.load("widgets.ipynb"))
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]

@@ -3,7 +3,7 @@
 import sys
 import time
 
-from kernel_harness import KernelHarness, of_type, stream_text
+from harness import KernelHarness, of_type, stream_text
 
 
 def test_print_arrives_in_real_time(kernel):
@@ -94,42 +94,6 @@ def test_streams_flushed_before_other_outputs(kernel):
     assert kinds[4][0] == "error"
 
 
-def test_thread_output_routes_to_its_cell_after_the_cell_ended(kernel):
-    first_id = kernel.kc.execute(
-        "import threading, time\n"
-        "def later():\n    time.sleep(0.5)\n    print('from the thread')\n"
-        "t = threading.Thread(target=later)\nt.start()")
-    kernel.shell_reply(first_id)
-    second_id = kernel.kc.execute("import time; time.sleep(1.5)")
-    kernel.shell_reply(second_id)
-    msgs = kernel.iopub_until_idle(second_id, keep_all=True)
-    # the thread's print came while the second cell ran, but belongs to the first
-    [busy2] = [m for m in msgs if m["parent_header"]["msg_id"] == second_id
-               and m["msg_type"] == "status" and m["content"]["execution_state"] == "busy"]
-    routed = [m for m in msgs if m["msg_type"] == "stream"]
-    assert [m["parent_header"]["msg_id"] for m in routed] == [first_id]
-    assert routed[0]["arrived"] > busy2["arrived"]
-
-
-def test_asyncio_task_and_pool_output_route_to_their_cell(kernel):
-    first = kernel.kc.execute(
-        "import asyncio, concurrent.futures, time\n"
-        "pool = concurrent.futures.ThreadPoolExecutor(1)\n"
-        "async def later():\n    await asyncio.sleep(0.4)\n    print('from the task')\n"
-        "task = asyncio.ensure_future(later())\n"
-        "pool.submit(lambda: (time.sleep(0.4), print('from the pool')))")
-    kernel.shell_reply(first)
-    second = kernel.kc.execute("import time; time.sleep(1.2)")  # blocks the loop: the task prints after
-    kernel.shell_reply(second)
-    msgs = kernel.iopub_until_idle(second, keep_all=True) + kernel.drain_iopub(0.5)
-    streams = {m["content"]["text"]: m["parent_header"]["msg_id"] for m in msgs if m["msg_type"] == "stream"}
-    assert streams.get("from the pool\n") == first
-    assert streams.get("from the task\n") == first
-    # a pool worker reused by a later cell prints for that later cell
-    third_msgs = kernel.run_ok("pool.submit(print, 'pool again').result()")
-    assert stream_text(third_msgs) == "pool again\n"
-
-
 def test_output_outside_any_cell_goes_to_the_latest_request(kernel):
     kernel.run_ok(
         "import contextvars, threading, time\n"
@@ -166,8 +130,10 @@ def test_forked_children_print_into_the_cell_and_leave_the_kernel_alone(kernel):
     assert sorted(line for line in out.splitlines() if line.startswith("worker")) == sorted(
         f"worker {x} {'z' * 60}" for x in range(12))
     assert out.endswith("[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]\nforked child\nparent done\n")
-    # the child's display is a display (as in ipykernel), between its print and the parent's
-    tail = [m for m in msgs if m["msg_type"] in ("stream", "display_data")][-3:]
+    # the child's display is a display (as in ipykernel), between its print and the parent's (on
+    # stdout: the parent's fork warning on stderr may be flushed after the child's messages, 3.13t)
+    tail = [m for m in msgs if m["msg_type"] == "display_data"
+            or (m["msg_type"] == "stream" and m["content"]["name"] == "stdout")][-3:]
     assert [m["msg_type"] for m in tail] == ["stream", "display_data", "stream"]
     assert tail[0]["content"]["text"].endswith("forked child\n")
     assert tail[1]["content"]["data"] == {"text/plain": "'shown by the child'"}

@@ -1,6 +1,6 @@
 """execute_reply payloads: pager (`page`), `set_next_input` (last one wins) and `ask_exit`."""
 
-from kernel_harness import of_type, stream_text
+from harness import of_type, stream_text
 
 
 def payloads(kernel, code):

@@ -8,14 +8,14 @@ import time
 import zmq
 from jupyter_client.session import Session
 
-from kernel_harness import KernelHarness, of_type, stream_text
+from harness import KernelHarness, of_type, stream_text
 
 
 def test_kernel_info_content(kernel):
     reply, msgs = kernel.request("kernel_info_request", {})
     c = reply["content"]
     assert c["status"] == "ok"
-    assert c["protocol_version"] == "5.5"
+    assert c["protocol_version"] == "5.6"
     assert c["implementation"] == "ipymini"
     assert c["implementation_version"]
     li = c["language_info"]
@@ -62,10 +62,8 @@ def test_control_answers_while_a_cell_runs(kernel):
 
 def test_debug_request_is_answered_at_once(kernel):
     # JupyterLab sends debug_request(evaluate) on Tab even with the debugger off
-    msg = kernel.kc.session.msg("debug_request", {"type": "request", "seq": 7, "command": "evaluate",
-                                                  "arguments": {"expression": "x"}})
-    kernel.kc.control_channel.send(msg)
-    reply = kernel.shell_reply(msg["header"]["msg_id"], timeout=5, channel="control")
+    reply = kernel.control("debug_request", {"type": "request", "seq": 7, "command": "evaluate",
+                                             "arguments": {"expression": "x"}}, timeout=5)
     assert reply["msg_type"] == "debug_reply"
     assert reply["content"]["success"] is False
     kernel.run_ok("pass")
@@ -239,7 +237,7 @@ def test_kernelspec_shipped_and_installable(tmp_path):
     import subprocess
 
     from ipymini.kernelspec import kernel_json
-    from kernel_harness import REPO
+    from harness import REPO
 
     shipped = json.loads((REPO / "share/jupyter/kernels/ipymini/kernel.json").read_text())
     assert shipped == kernel_json()

@@ -10,7 +10,7 @@ from jupyter_client.connect import write_connection_file
 
 from ipymini import settings
 from ipymini.settings import SettingError
-from kernel_harness import REPO, KernelHarness, stream_text
+from harness import REPO, KernelHarness, stream_text
 
 # name: (default value, a good non-default text, its value, a bad text or None when any text is good)
 CASES = {
@@ -19,6 +19,8 @@ CASES = {
     "IPYMINI_IOPUB_STALL_TIMEOUT": (10.0, "2.5", 2.5, "-1"),
     "IPYMINI_IOPUB_HWM": (100, "8", 8, "abc"),
     "IPYMINI_COMMS_ON_SUBSHELLS": (False, "1", True, "2"),
+    "IPYMINI_MEMORY_LIMIT": (None, "2G", 2 << 30, "10M"),
+    "IPYMINI_THREAD_OUTPUT": ("running", "Starter", "starter", "creator"),
     "IPYMINI_LOG_LEVEL": ("WARNING", "debug", "DEBUG", "LOUD"),
     "IPYMINI_COMPLETION_TIMEOUT": (1.5, "0", 0.0, "nan"),
     "IPYMINI_USE_JEDI": (None, "off", False, "jedi"),
@@ -26,8 +28,10 @@ CASES = {
     "IPYMINI_ROLLBACK": (False, "TRUE", True, "sometimes"),
     "IPYMINI_CHECKPOINT_DIR": (None, "~/ck", "~/ck", None),
     "IPYMINI_DEBUG_TIMEOUT": (15.0, "30", 30.0, "soon"),
+    "IPYMINI_HANDSHAKE_TIMEOUT": (10.0, "2.5", 2.5, "-1"),
     "IPYMINI_DEBUG_JUST_MY_CODE": (True, "false", False, "x"),
     "IPYMINI_KERNEL_IP": ("0.0.0.0", "127.0.0.1", "127.0.0.1", None),
+    "IPYMINI_STACKS_SIGNAL": (None, "SIGUSR1", "sigusr1", "SIGKILL"),
 }
 STARTUP_TIMEOUT = 60  # seconds for a kernel that must refuse to start
 
@@ -58,6 +62,19 @@ def test_the_error_message():
                                            ("ON", True), ("off", False), ("true", True), (" False ", False)])
 def test_flags(text, expected):
     assert settings.value("IPYMINI_COMMS_ON_SUBSHELLS", {"IPYMINI_COMMS_ON_SUBSHELLS": text}) is expected
+
+
+@pytest.mark.parametrize("text,expected", [("0", 0), ("2G", 2 << 30), ("512m", 512 << 20), ("1.5g", 3 << 29),
+                                           ("65536K", 64 << 20), ("1 GiB", 1 << 30), ("1e9", 10**9),
+                                           ("80%", 0.8), ("100%", 1.0)])
+def test_memory_sizes(text, expected):
+    assert settings.value("IPYMINI_MEMORY_LIMIT", {"IPYMINI_MEMORY_LIMIT": text}) == expected
+
+
+@pytest.mark.parametrize("text", ["10M", "0%", "101%", "-1G", "1X", "nan", "inf"])
+def test_memory_sizes_refused(text):
+    with pytest.raises(SettingError):
+        settings.value("IPYMINI_MEMORY_LIMIT", {"IPYMINI_MEMORY_LIMIT": text})
 
 
 @pytest.mark.parametrize("text,expected", [("1000", 1000), ("1000.0", 1000), ("1e6", 1_000_000), ("0", 0)])
@@ -181,5 +198,30 @@ def test_kernel_takes_valid_values():
         content = reply["content"]
         assert "import" in content["matches"]
         assert "_jupyter_types_experimental" not in content["metadata"]
+    finally:
+        k.stop()
+
+
+def test_stacks_signal_dumps_every_thread_into_the_log_not_the_cell(tmp_path):
+    """IPYMINI_STACKS_SIGNAL: a kernel busy in a cell dumps its threads' stacks into its log (the real
+    stderr) on the signal, and goes on; the dump never lands in the cell's output (fd 2 is captured)."""
+    import signal
+    import time
+
+    log = tmp_path / "kernel.log"
+    k = KernelHarness(env={"IPYMINI_STACKS_SIGNAL": "SIGUSR2"}, stderr=open(log, "w"))
+    try:
+        msg_id = k.kc.execute("import time\ndef waiting_here():\n    time.sleep(1.5)\nwaiting_here()\n"
+                              "print('done')")
+        time.sleep(0.7)
+        os.kill(k.km.provisioner.process.pid, signal.SIGUSR2)
+        reply = k.shell_reply(msg_id)
+        out = k.iopub_until_idle(msg_id)
+        assert reply["content"]["status"] == "ok"
+        assert stream_text(out) == "done\n"
+        assert stream_text(out, "stderr") == ""
+        dump = log.read_text()
+        assert "waiting_here" in dump and dump.count("Thread 0x") >= 3, dump[-2000:]
+        assert stream_text(k.run_ok("print('alive')")) == "alive\n"
     finally:
         k.stop()

@@ -4,21 +4,13 @@ need). Checked in the real kernel through `sys.modules`; no timings."""
 
 from __future__ import annotations
 
-import pytest
-from kernel_harness import KernelHarness, stream_text
+from harness import stream_text
 
 # imported only by the request that needs them: completion (jedi, parso), the debugger (debugpy,
 # pydevd), usage_request (psutil), the user's own plotting (matplotlib); never by the kernel itself
 # (jupyter_client, tornado, prompt_toolkit, ipykernel)
 NOT_AT_STARTUP = ("jedi", "parso", "debugpy", "pydevd", "psutil", "matplotlib", "matplotlib_inline",
                   "jupyter_client", "tornado", "prompt_toolkit", "ipykernel")
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    k = KernelHarness()
-    yield k
-    k.stop()
 
 
 def test_first_cell_finds_no_deferred_module_loaded(kernel):

@@ -3,7 +3,7 @@
 import queue
 import time
 
-from kernel_harness import TIMEOUT, of_type, stream_text
+from harness import TIMEOUT, of_type, stream_text
 
 
 def start(kernel, code, allow_stdin=True):

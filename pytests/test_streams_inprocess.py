@@ -192,3 +192,35 @@ def test_child_messages_cross_in_atomic_frames_and_come_out_whole(monkeypatch):
             assert [m["i"] for m in got if m["child"] == n] == [0, 1, 2, 3]
     finally:
         pipe.close()
+
+
+def test_a_flush_waits_for_a_hand_over_of_its_text_by_another_thread(out):
+    """The end of a request flushes its text before the reply. When another thread takes over the
+    buffer at that moment, it is the one handing the text to the IOPub queue; the flush must not
+    return before that text is queued (it did, seeing the buffer already empty: the reply and `idle`
+    then overtook the cell's last output, seen on free-threaded 3.13t in the chaos test)."""
+    stream, iopub, _ = out
+    handing, release = threading.Event(), threading.Event()
+    real_write_stream = iopub.write_stream
+
+    def slow_write_stream(name, text, request):
+        if threading.current_thread() is other.thread:
+            handing.set()
+            release.wait(10)
+        real_write_stream(name, text, request)
+
+    iopub.write_stream = slow_write_stream
+    mine, other = Writer(stream), Writer(stream)
+    mine.write("the cell's last line\n")
+    other.jobs.put("another thread's text\n")  # takes over; stopped while handing on the cell's line
+    assert handing.wait(10)
+    flushed = threading.Event()
+    flusher = threading.Thread(target=lambda: (streams.flush_all(), flushed.set()), daemon=True)
+    flusher.start()
+    assert not flushed.wait(0.2), "flush_all returned while the cell's text was not yet queued"
+    release.set()
+    assert flushed.wait(10)
+    assert other.done.get(timeout=10)
+    assert iopub.text().startswith("the cell's last line\n")
+    mine.stop()
+    other.stop()

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from kernel_harness import KernelHarness
+from harness import KernelHarness
 
 TRACEBACKS = r'''
 import contextlib, io, json, sys

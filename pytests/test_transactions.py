@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from kernel_harness import KernelHarness, of_type, stream_text
+from harness import KernelHarness, of_type, stream_text
 
 
 def values(kernel, expr: str) -> str:
@@ -112,20 +112,19 @@ def test_snapshot_and_rollback_are_cheap():
 
 def test_transactions_belong_to_their_shell_thread(kernel):
     """A subshell's error during a parent's %%transaction neither fails nor rolls back the parent."""
-    from test_subshells import control, create, execute, wait_all
 
-    sub = create(kernel)
+    sub = kernel.create_subshell()
     try:
-        parent = execute(kernel, "%%transaction\nimport time\ntx_parent = 1\ntime.sleep(1.0)")
+        parent = kernel.submit("%%transaction\nimport time\ntx_parent = 1\ntime.sleep(1.0)")
         time.sleep(0.3)
-        child = execute(kernel, "tx_child = 1\n1/0", sub)
-        replies, iopub = wait_all(kernel, [parent, child])
+        child = kernel.submit("tx_child = 1\n1/0", sub)
+        replies, iopub = kernel.wait_all([parent, child])
         assert replies[parent]["content"]["status"] == "ok"
         assert replies[child]["content"]["status"] == "error"
         assert not any("Rolled back" in line for line in replies[child]["content"]["traceback"])
         assert values(kernel, "tx_parent, tx_child") == "1 1"
     finally:
-        control(kernel, "delete_subshell_request", {"subshell_id": sub})
+        kernel.control("delete_subshell_request", {"subshell_id": sub})
 
 
 def test_interrupt_reaches_a_transaction_cell(kernel):

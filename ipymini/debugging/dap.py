@@ -4,6 +4,8 @@ Messages are JSON bodies behind a `Content-Length: N\\r\\n\\r\\n` header (N coun
 takes everything debugpy sends: a response wakes the request waiting for it (matched by its sequence
 number), an event goes to the `on_event` callback. `request` waits at most `timeout` seconds, so the
 thread asking (the control thread) is never stuck on a debugger that stopped answering.
+
+`import_debugpy` imports debugpy as the kernel needs it, for the debugger and the variable explorer alike.
 """
 
 from __future__ import annotations
@@ -12,14 +14,30 @@ import contextvars
 import itertools
 import json
 import logging
+import os
 import queue
 import socket
+import sys
 import threading
+
+from ipymini import patches
 
 log = logging.getLogger("ipymini")
 
 HEADER = b"Content-Length: "
 SEPARATOR = b"\r\n\r\n"
+
+
+def import_debugpy():
+    """Import debugpy with the environment it needs in a kernel (see debugger.py's docstring)."""
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    os.environ.setdefault("PYDEVD_USE_SYS_MONITORING", "1" if sys.version_info >= (3, 12) else "0")
+    hook = sys.breakpointhook
+    import debugpy
+
+    # pydevd installs its own hook at import: undone, ours (debugger.install_breakpointhook) decides
+    patches.assign(sys, "breakpointhook", hook)
+    return debugpy
 
 
 def hide_thread(thread: threading.Thread) -> threading.Thread:

@@ -33,7 +33,7 @@ import threading
 
 from ipymini import patches, settings
 from ipymini.debugging import cellfile
-from ipymini.debugging.dap import DAPClient, DAPError, hide_thread, response
+from ipymini.debugging.dap import DAPClient, DAPError, hide_thread, import_debugpy, response
 
 log = logging.getLogger("ipymini")
 
@@ -56,18 +56,6 @@ def visible_name(name: str) -> bool:
     if name in HIDDEN_NAMES or name.startswith("_i"):
         return False
     return not (name.startswith("_") and name[1:2].isdigit())
-
-
-def import_debugpy():
-    """Import debugpy with the environment it needs in a kernel (see the module docstring)."""
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    os.environ.setdefault("PYDEVD_USE_SYS_MONITORING", "1" if sys.version_info >= (3, 12) else "0")
-    hook = sys.breakpointhook
-    import debugpy
-
-    # pydevd installs its own hook at import: undone, ours (install_breakpointhook) decides
-    sys.breakpointhook = hook
-    return debugpy
 
 
 class Debugger:

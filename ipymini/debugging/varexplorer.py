@@ -33,7 +33,7 @@ class VariableExplorer:
     _lock = threading.Lock()
 
     def __init__(self, namespace: dict, visible):
-        from ipymini.debugging.debugger import import_debugpy
+        from ipymini.debugging.dap import import_debugpy
 
         import_debugpy()
         from _pydevd_bundle import pydevd_frame_utils

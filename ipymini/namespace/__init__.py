@@ -2,5 +2,6 @@
 
 Owns: `%rollback` / `%%transaction` (`transactions`), `%checkpoint` (`checkpoints`) and the source of
 functions and classes defined in cells (`cellsource`).
-Must not import: the kernel, the sockets or the output path; it works on the shell's user namespace.
+Must not import: ipymini.kernel, ipymini.protocol, ipymini.output (the kernel, the sockets, the output
+path). It works on the shell's user namespace.
 """

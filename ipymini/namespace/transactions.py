@@ -17,7 +17,7 @@ import sys
 import threading
 
 from ipymini import settings
-from ipymini.scheduling.guard import calls_user_code
+from ipymini.kernelcode import calls_user_code
 
 # IPython's bookkeeping: output cache (_, __, ___, _N), input cache (_i, _ii, _iii, _iN), dunders
 _MACHINERY_RE = re.compile(r"_{1,3}|_i{1,3}|_i?\d+|__\w+__")
@@ -178,11 +178,6 @@ def install(shell) -> Transactions:
     shell.input_transformers_cleanup.append(tx.strip_transaction_line)
     shell.events.register("pre_run_cell", tx.pre_run_cell)
     shell.events.register("post_run_cell", tx.post_run_cell)
-    show = shell._showtraceback  # every traceback the kernel shows passes here (shell/zmqshell.py)
-
-    def _showtraceback(etype, evalue, stb):
-        return show(etype, evalue, tx.decorate_traceback(stb))
-
-    shell._showtraceback = _showtraceback
+    shell.traceback_filters = (*shell.traceback_filters, tx.decorate_traceback)  # shell/zmqshell.py
     shell.transactions = tx
     return tx

@@ -20,9 +20,9 @@ import select
 import threading
 
 from ipymini import patches, settings
+from ipymini.kernelcode import calls_user_code
 from ipymini.output import routing
 from ipymini.output.childpipe import ChildPipe, read_available
-from ipymini.scheduling.guard import calls_user_code
 
 log = logging.getLogger("ipymini")
 

@@ -28,7 +28,7 @@ _lock = threading.Lock()
 _acquire, _release = _lock.acquire, _lock.release
 _get_ident = threading.get_ident
 _current = routing.current_request.get
-_latest = routing._latest
+_outside = routing.outside_request
 
 
 class _Active:
@@ -86,7 +86,7 @@ class KernelStream(io.TextIOBase):
     def write(self, text) -> int:
         if text.__class__ is not str:
             text = _as_text(text)
-        request = _current() or _latest[0]
+        request = _current() or _outside()
         tid = _get_ident()
         # the fast path of a print loop: the same writer appends to a buffer that already holds text
         # (acquire/try/finally is ~60 ns cheaper per write than `with`)
@@ -246,8 +246,12 @@ def flush_all(blocking: bool = True) -> bool:
     Called before any other message is published and at the end of a request. The IO thread calls it
     with blocking=False: a writer may hold the lock while it waits for the IO thread to make room in the
     queue, so the IO thread must never wait for that lock. Returns whether it ran.
+
+    A blocking flush always takes the lock, even when the buffers look empty: another thread taking
+    over the buffer empties it before it has handed the text to the queue, and a flush that returned
+    then would let the reply overtake that text.
     """
-    if not _active.parts and not _aside:
+    if not blocking and not _active.parts and not _aside:
         return True
     if not _lock.acquire(blocking):
         return False

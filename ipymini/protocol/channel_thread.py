@@ -1,9 +1,9 @@
 """ChannelThread: a group of ZMQ sockets behind one lock, and the thread that serves them.
 
 Owns the socket-level send and receive paths: verifying and handing on what arrives, sending what any
-thread queues (replies after the iopub messages queued before them), publishing the IOPub queue with
-its flush timer, backpressure and stall policy, and greeting new iopub subscribers (JEP 65). Also the
-small tools for that: `send_frames`, `input_waiting`, `Waker`.
+thread queues (replies after the iopub messages queued before them), and when the group has the iopub
+socket, running its `IOPubOutlet` (iopub_outlet.py: what an `IOPubSource` has ready goes out, with the
+stall policy and subscriber greetings). Also `Waker`, the self-pipe the thread sleeps on.
 """
 
 from __future__ import annotations
@@ -17,31 +17,12 @@ from collections import deque
 
 import zmq
 
-from ipymini import settings
+from ipymini.protocol.iopub_outlet import IOPubOutlet, IOPubSource
+from ipymini.protocol.zmq_calls import input_waiting, send_frames
 
 log = logging.getLogger("ipymini")
 
 KICK_WAIT = 1.0  # seconds a sender waits for the sockets before leaving its message to the IO thread
-
-# pyzmq's Python layer costs ~1 µs per frame (enum flags, routing options): a message is 7+ frames and
-# a `pass` cell sends four, so the hot path calls the Cython socket methods with plain int constants.
-_send = zmq.backend.Socket.send
-_poll = zmq.backend.zmq_poll  # reads ZMQ_EVENTS as getsockopt does, without its option enum (~1 µs)
-_NOBLOCK, _SNDMORE, _POLLIN = 1, 2, 1
-_COPY_BELOW = 1 << 16  # smaller frames are copied (cheaper than zero-copy bookkeeping)
-
-
-def send_frames(sock, frames: list, flags: int = 0) -> None:
-    """Send one multipart message (send_multipart without pyzmq's per-frame Python overhead)."""
-    more = flags | _SNDMORE
-    last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        _send(sock, frame, more if i < last else flags, len(frame) < _COPY_BELOW)
-
-
-def input_waiting(sock) -> bool:
-    """Whether a message waits to be received on `sock` (reading ZMQ_EVENTS)."""
-    return bool(_poll([(sock, _POLLIN)], 0))
 
 
 class Waker:
@@ -87,19 +68,23 @@ class ChannelThread(threading.Thread):
     its operations pokes whoever reads a socket that still has input waiting (`_notify_input`).
     """
 
-    def __init__(self, name: str, wire, sockets: dict, on_message, iopub_socket=None, iopub=None,
-                 waker=None, on_crash=None, lock=None):
+    def __init__(self, name: str, wire, sockets: dict, on_message, iopub_socket=None,
+                 iopub: IOPubSource | None = None, waker=None, on_crash=None, lock=None):
+        """`iopub_socket` and `iopub` (its IOPubSource, which this thread registers with): the
+        iopub socket this thread publishes on, if any."""
         super().__init__(name=f"ipymini-{name}", daemon=True)
         self.wire = wire
         self.sockets = sockets  # channel name -> socket
         self.on_message = on_message  # (channel, idents, msg, header frame), called with the lock held
         self.iopub_socket = iopub_socket
         self.iopub = iopub
+        self.outbox: deque = deque()  # (channel, frames, iopub barrier or None)
+        self.iopub_out = (IOPubOutlet(iopub_socket, iopub, self.outbox, self._send_outbox)
+                          if iopub is not None else None)
         self.waker = waker or Waker()
         self.on_crash = on_crash  # called if this thread dies of an error: the kernel shuts down
         self.lock = lock or threading.Lock()  # guards every operation on this thread's sockets
         self.lock_holder = None  # thread ident holding `lock` (it must never wait for iopub room)
-        self.outbox: deque = deque()  # (channel, frames, iopub barrier or None)
         self.stopping = False
         self.closed = False  # the sockets are closed: nobody may touch them
         self.stopped = threading.Event()
@@ -113,12 +98,8 @@ class ChannelThread(threading.Thread):
             self._epoll.register(sock.getsockopt(zmq.FD), select.EPOLLIN)
         self._more_input = False  # input is waiting that this thread must read: poll again at once
         self._sent_on_channels = False  # a socket other than iopub was used (see kick)
-        self._iopub_blocked_since = None
-        self._held = None  # iopub frames refused by a full subscriber, sent first when room returns
-        self.stall_timeout = settings.value("IPYMINI_IOPUB_STALL_TIMEOUT")
-        self._warned_stall = False
-        self.flush_all = None  # publish every buffered stream text (streams.flush_all), at exit
-        self.flush_partials = None  # the streams' timed flush (streams.flush_on_timer, set by the kernel)
+        if iopub is not None:
+            iopub.attach(self)
 
     # -- called from any thread --
 
@@ -161,7 +142,7 @@ class ChannelThread(threading.Thread):
             self._send_ready()
             # a send consumes only its own socket's notifications: after iopub alone, look at iopub
             self._notify_input(iopub_only=not self._sent_on_channels)
-            if self._held is not None:
+            if self.iopub_out is not None and self.iopub_out.held is not None:
                 self.waker.wake()  # a full subscriber: this thread retries on its timer
         finally:
             self.lock_holder = None
@@ -214,6 +195,10 @@ class ChannelThread(threading.Thread):
         """Make this thread run a pass soon (to re-arm its flush timer)."""
         self.waker.wake()
 
+    def is_sender(self) -> bool:
+        """Whether the calling thread sends on these sockets now (this thread, or the lock's holder)."""
+        return threading.get_ident() in (self.lock_holder, self.ident)
+
     def sync(self, timeout: float = 1.0) -> bool:
         """Receive (and hand on) everything already waiting on this thread's sockets."""
         if not self.lock.acquire(timeout=timeout):
@@ -250,11 +235,11 @@ class ChannelThread(threading.Thread):
                 timeout = 0 if self._more_input else self._timeout_ms()
                 if self.iopub is not None and timeout:
                     # producers need not wake a thread that will wake by then anyway
-                    self.iopub.io_wakes_at = (None if timeout is None
+                    self.iopub.sleeping_until(None if timeout is None
                                               else time.monotonic() + timeout / 1000)
                 self._epoll.poll(-1 if timeout is None else timeout / 1000)
                 if self.iopub is not None:
-                    self.iopub.io_wakes_at = None
+                    self.iopub.sleeping_until(None)
                 self.waker.clear()
                 with self.lock:
                     self.lock_holder = self.ident
@@ -304,8 +289,8 @@ class ChannelThread(threading.Thread):
             if everything or channel not in self.watched_elsewhere:
                 while self._receive(sock, channel) and everything:
                     pass
-        if self.iopub_socket is not None:
-            self._greet_subscribers()
+        if self.iopub_out is not None:
+            self.iopub_out.greet_subscribers()
 
     def _check_holder(self) -> None:
         # every socket operation happens under the lock, by the thread recorded as holding it
@@ -315,24 +300,14 @@ class ChannelThread(threading.Thread):
     def _send_ready(self, timers: bool = False) -> None:
         self._check_holder()
         self._send_outbox()
-        if self.iopub is not None:
-            self._send_iopub(timers)
+        if self.iopub_out is not None:
+            self.iopub_out.send(timers)
 
     def _timeout_ms(self):
-        if self.iopub is None:
+        due = self.iopub_out.timeout() if self.iopub_out is not None else None
+        if due is None:
             return None
-        if self._held is not None:
-            return 2  # a subscriber is full: retry soon (libzmq gives no POLLOUT for XPUB)
-        now = time.monotonic()
-        waits = []
-        if self.iopub.partials_due is not None:
-            waits.append(self.iopub.partials_due - now)
-        due = self.iopub.next_due(now)
-        if due is not None:
-            waits.append(due)
-        if not waits:
-            return None
-        return max(0, int(min(waits) * 1000) + 1)
+        return max(0, int(due * 1000) + 1)
 
     def _receive(self, sock, channel: str, limit: int = 64) -> bool:
         """Receive up to `limit` messages; True if it stopped at the limit."""
@@ -369,7 +344,7 @@ class ChannelThread(threading.Thread):
         outbox = self.outbox
         while outbox:
             channel, frames, barrier = outbox[0]
-            if barrier is not None and self._held is None and self.iopub.sent < barrier:
+            if barrier is not None and self.iopub_out.held is None and self.iopub.sent < barrier:
                 return  # iopub messages queued before this one go first
             outbox.popleft()
             self._sent_on_channels = True
@@ -378,85 +353,9 @@ class ChannelThread(threading.Thread):
             except zmq.ZMQError as e:
                 log.warning("could not send on %s: %s", channel, e)
 
-    def _send_iopub(self, timers: bool) -> None:
-        now = time.monotonic()
-        due = self.iopub.partials_due
-        if timers and due is not None and now >= due:
-            self.iopub.partials_due = None
-            if self.flush_partials is not None:
-                still_held = self.flush_partials()
-                if still_held is not None:
-                    self.iopub.flush()  # that text has waited its interval already: send it now
-                if still_held is not False:  # a writer held the lock, or an unfinished line waits
-                    self.iopub.partials_due = now + self.iopub.flush_interval
-        sock = self.iopub_socket
-        while True:
-            frames = self._held
-            if frames is None:
-                frames, _ = self.iopub.pop(now)
-                if frames is None:
-                    break
-            try:
-                send_frames(sock, frames, _NOBLOCK)
-            except zmq.Again:
-                if not self._stalled_too_long(now):
-                    self._held = frames
-                    return
-                self._send_past_stalled(frames)
-                self._held = None
-                continue  # still stalled: the next message that finds no room goes the same way
-            except zmq.ZMQError as e:
-                log.warning("could not publish on iopub: %s", e)
-            self._held = None
-            self._iopub_blocked_since = None
-            if self.outbox:  # replies whose outputs are now sent go out before later iopub messages
-                self._send_outbox()
-
-    def _stalled_too_long(self, now: float) -> bool:
-        """A subscriber has had no room for `stall_timeout` seconds (a client that stopped reading)."""
-        if self._iopub_blocked_since is None:
-            self._iopub_blocked_since = now
-        return now - self._iopub_blocked_since >= self.stall_timeout
-
-    def _send_past_stalled(self, frames) -> None:
-        """Send once without NODROP: subscribers with room get the message, the full one loses it.
-
-        Output never waits forever on a client that stopped reading, and clients that read keep
-        receiving everything. The next message tries losslessly again, so a client that resumes
-        reading gets lossless delivery back at once.
-        """
-        sock = self.iopub_socket
-        if not self._warned_stall:
-            log.warning("an iopub subscriber has not read for %.0f s; it misses messages until it "
-                        "reads again", self.stall_timeout)
-            self._warned_stall = True
-        sock.setsockopt(zmq.XPUB_NODROP, 0)
-        try:
-            send_frames(sock, frames, _NOBLOCK)
-        finally:
-            sock.setsockopt(zmq.XPUB_NODROP, 1)
-
-    def _greet_subscribers(self) -> None:
-        while True:
-            try:
-                frame = self.iopub_socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if frame[:1] == b"\x01":
-                topic = frame[1:].decode("utf-8", "replace")
-                self.iopub.publish("iopub_welcome", {"subscription": topic})
-
     def _drain_at_exit(self, seconds: float = 2.0) -> None:
         """Send what is still queued (replies, final iopub messages) before the sockets close."""
         deadline = time.monotonic() + seconds
         self._send_outbox()
-        if self.iopub is None:
-            return
-        if self.flush_all is not None:
-            self.flush_all(False)
-        while time.monotonic() < deadline:
-            self.iopub.flush()
-            self._send_iopub(timers=False)
-            if self._held is None and not self.iopub.pending():
-                return
-            time.sleep(0.002)
+        if self.iopub_out is not None:
+            self.iopub_out.drain(deadline)

@@ -38,6 +38,19 @@ class Request:
     # what the IPython side may know of how a cell is run (it never sees the worker itself):
     subshell_count: int | None = None  # a subshell cell's own execution count (None: the parent's)
     interrupted: bool = False  # an awaiting cell was cancelled by an interrupt (shown as one)
+    _user_msg: dict | None = field(default=None, repr=False)
+
+    def for_user_code(self) -> dict:
+        """The message as ipykernel gives it to user code (`get_parent()`): the same dict but for the
+        header and parent header dates, datetimes as jupyter_client's Session.deserialize makes them.
+        Made on first use (the kernel itself keeps the text it received)."""
+        if self._user_msg is None:
+            from ipymini.protocol.session import extract_dates
+
+            msg = self.msg
+            self._user_msg = {**msg, "header": extract_dates(msg["header"]),
+                              "parent_header": extract_dates(msg.get("parent_header") or {})}
+        return self._user_msg
 
     @property
     def header(self) -> dict:

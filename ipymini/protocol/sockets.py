@@ -22,6 +22,7 @@ import threading
 import zmq
 
 from ipymini import settings
+from ipymini.protocol import handshake
 from ipymini.protocol.channel_thread import ChannelThread
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -36,11 +37,16 @@ def bind_address(conn: dict, channel: str) -> str:
 
 
 class KernelSockets:
-    """Binds the kernel's sockets from a connection file and runs the threads that serve them."""
+    """Binds the kernel's sockets from a connection file and runs the threads that serve them.
+
+    Given a registration file instead (protocol 5.6's handshake, handshake.py), binds on ports the OS
+    picks, writes them into `conn` and registers them with the launcher before anything is served;
+    HandshakeError (sockets closed) if that fails."""
 
     def __init__(self, conn: dict, wire):
         self.conn = conn
         self.wire = wire
+        registration = handshake.registration(conn)
         self.ctx = zmq.Context()
         self.sockets: dict[str, zmq.Socket] = {}
         kinds = {"shell": zmq.ROUTER, "control": zmq.ROUTER, "stdin": zmq.ROUTER,
@@ -58,8 +64,11 @@ class KernelSockets:
                 # requests a client sent, so never drop them for a client that pipelines many
                 sock.sndhwm = 0
             apply_curve(sock, conn)
-            sock.bind(bind_address(conn, channel))
             self.sockets[channel] = sock
+            if registration is None:
+                sock.bind(bind_address(conn, channel))
+            else:
+                conn[f"{channel}_port"] = handshake.bind_any(sock, conn)
         # guards shell, stdin and iopub; requests are routed to their shell worker holding it
         self.io_lock = threading.Lock()
         self.io_thread = None
@@ -68,22 +77,27 @@ class KernelSockets:
         self._shell_switch = threading.Lock()
         self._hb_control = None
         self._hb_thread = None
+        if registration is not None:
+            self._register(registration)
 
-    def start(self, iopub, on_shell, on_control, on_crash=None, flush_partials=None,
-              flush_all=None) -> None:
-        """Start the IO, control and heartbeat threads; `on_crash` runs if one dies of an error.
-        flush_partials / flush_all: the streams' timed flush and full flush (streams.py)."""
+    def _register(self, registration) -> None:
+        try:
+            registration.register(self.ctx, self.conn, self.wire, handshake.timeout())
+        except BaseException:
+            for sock in self.sockets.values():
+                sock.close(linger=0)
+            self.ctx.term()
+            raise
+
+    def start(self, iopub, on_shell, on_control, on_crash=None) -> None:
+        """Start the IO, control and heartbeat threads; `iopub`: what the IO thread publishes (a
+        iopub_outlet.IOPubSource); `on_crash` runs if one dies of an error."""
         s = self.sockets
         self.io_thread = ChannelThread("io", self.wire, {"shell": s["shell"], "stdin": s["stdin"]},
                                        on_shell, iopub_socket=s["iopub"], iopub=iopub,
                                        on_crash=on_crash, lock=self.io_lock)
         self.control_thread = ChannelThread("control", self.wire, {"control": s["control"]},
                                             on_control, on_crash=on_crash)
-        io = self.io_thread
-        io.flush_partials = flush_partials
-        io.flush_all = flush_all
-        iopub.kick, iopub.wake = io.kick, io.wake
-        iopub.is_sender = lambda: threading.get_ident() in (io.lock_holder, io.ident)
         self.io_thread.start()
         self.control_thread.start()
         self._start_heartbeat()

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
 
-from ipymini import PROTOCOL_VERSION
+from ipymini.protocol import PROTOCOL_VERSION
 
 log = logging.getLogger("ipymini")
 
@@ -149,9 +149,16 @@ def _hmac_pads(key: bytes, algorithm: str):
 class Wire:
     """Builds, signs, verifies and (de)serializes messages for one kernel's connection key."""
 
-    def __init__(self, key: bytes = b"", signature_scheme: str = "hmac-sha256", username: str = "kernel"):
+    version = PROTOCOL_VERSION
+
+    def __init__(self, key: bytes = b"", signature_scheme: str = "hmac-sha256",
+                 username: str | None = None):
         if isinstance(key, str):
             key = key.encode()
+        if username is None:  # jupyter_client's Session default, which ipykernel's headers carry
+            username = os.environ.get("USER", "username")
+        self.key = key
+        self.signature_scheme = signature_scheme
         algorithm = signature_scheme.split("-", 1)[1] if signature_scheme.startswith("hmac-") else ""
         if algorithm not in hashlib.algorithms_available:
             raise ValueError(f"unsupported signature scheme {signature_scheme!r}")
@@ -174,6 +181,10 @@ class Wire:
         self._seen_lock = threading.Lock()  # shell, control and stdin are read on different threads
 
     # -- building --
+
+    def new_msg_id(self) -> str:
+        """A new message id: the session id, the pid and a counter (as jupyter_client's Session)."""
+        return self._id_prefix + str(next(self._counter))
 
     def header(self, msg_type: str) -> dict:
         """A new message header."""
@@ -253,7 +264,8 @@ class Wire:
         i = frames.index(DELIM)
         return frames[:i], frames[i + 1:]
 
-    def _remember(self, signature: bytes) -> None:
+    def remember(self, signature: bytes) -> None:
+        """Refuse this signature if it comes again (within the replay memory)."""
         with self._seen_lock:
             self.seen_signatures.add(signature)
             self._seen_order.append(signature)
@@ -273,7 +285,7 @@ class Wire:
                 raise ValueError("replayed message (duplicate signature)")
             if not hmac.compare_digest(signature, self.sign(frames[1:5])):
                 raise ValueError("invalid signature")
-            self._remember(signature)
+            self.remember(signature)
         header = unpack(frames[1])
         if not isinstance(header, dict) or "msg_id" not in header or "msg_type" not in header:
             raise ValueError("message header is not an object with msg_id and msg_type")

@@ -15,4 +15,7 @@ Python launcher implements it:
 `python -m ipymini.remote --kernel-id ID --response-address IP:PORT --public-key KEY
 [--port-range LO..HI]` does all four (`launcher.py`); the kernel runs as a child process.
 Encryption needs `pycryptodomex` (`pip install 'ipymini[gateway]'`); nothing else in ipymini does.
+
+Must not import: IPython, zmq, ipymini (except ipymini.settings). The launcher starts the kernel as a
+child process and stays small.
 """

@@ -22,7 +22,7 @@ from asyncio import events, tasks
 from contextlib import contextmanager
 
 from ipymini import patches
-from ipymini.scheduling.guard import calls_user_code
+from ipymini.kernelcode import calls_user_code
 
 _state = threading.local()  # .sync_cell: a cell without top-level await runs on this thread
 _RUNNER_RUN = asyncio.Runner.run.__code__  # asyncio's own, whatever wraps it later
@@ -38,6 +38,11 @@ class KernelEventLoop(asyncio.SelectorEventLoop):
         cell_task = tasks.current_task(self)  # the shell's task, paused inside the running cell
         if cell_task is not None:
             tasks._leave_task(self, cell_task)
+        # The turn of the loop running this cell counted its ready callbacks before it began, and pops
+        # that many once the cell returns; the turns below run some of them. So as many as it counted
+        # stay ready, padded with callbacks that do nothing (else: IndexError, "pop from an empty
+        # deque", in the kernel loop itself, and the kernel dies).
+        counted = len(self._ready)
         try:
             while not future.done():
                 self._run_once()
@@ -45,9 +50,15 @@ class KernelEventLoop(asyncio.SelectorEventLoop):
             future.cancel()
             raise
         finally:
+            for _ in range(counted - len(self._ready)):
+                self.call_soon(_nothing)
             if cell_task is not None:
                 tasks._enter_task(self, cell_task)
         return future.result()
+
+
+def _nothing() -> None:
+    pass
 
 
 @contextmanager
@@ -68,12 +79,19 @@ def _kernel_loop_set_aside():
     if not (getattr(_state, "sync_cell", False) and isinstance(loop, KernelEventLoop)):
         yield False
         return
+    # the shell's task, paused inside the running cell, leaves with its loop: 3.14 keeps one current
+    # task per thread (not per loop), and the other loop's task could not enter beside it
+    cell_task = tasks.current_task(loop)
+    if cell_task is not None:
+        tasks._leave_task(loop, cell_task)
     events._set_running_loop(None)
     try:
         yield True
     finally:
         events._set_running_loop(loop)
         events.set_event_loop(loop)  # asyncio.run leaves the thread with no event loop set
+        if cell_task is not None:
+            tasks._enter_task(loop, cell_task)
 
 
 def interrupt_runner(frame) -> bool:
@@ -82,8 +100,8 @@ def interrupt_runner(frame) -> bool:
     Python's default handler (the kernel has its own): the main task is cancelled and Runner.run
     raises KeyboardInterrupt. Raised anywhere else in asyncio's loop, it can leave the loop marked as
     running (3.13: "Cannot close a running event loop" instead of the KeyboardInterrupt). Returns
-    whether it did; if not (no Runner.run on the stack, its task not made yet or done, a second
-    interrupt), the caller raises KeyboardInterrupt as usual."""
+    whether it did; if not (no Runner.run on the stack, its task not made yet or done, its loop not
+    started yet, a second interrupt), the caller raises KeyboardInterrupt as usual."""
     f = frame
     while f is not None and f.f_code is not _RUNNER_RUN:
         f = f.f_back
@@ -91,13 +109,18 @@ def interrupt_runner(frame) -> bool:
         return False
     runner, task = f.f_locals.get("self"), f.f_locals.get("task")
     count = getattr(runner, "_interrupt_count", None)
+    loop = getattr(runner, "_loop", None)
     if not isinstance(task, asyncio.Future) or task.done() or not isinstance(count, int):
         return False
-    runner._interrupt_count = count + 1
+    if not (isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running()):
+        # before run_until_complete starts the loop, Runner.run has yet to reset its interrupt count
+        # (a cancel now would end as CancelledError): raised in place, it is a KeyboardInterrupt
+        return False
+    patches.assign(runner, "_interrupt_count", count + 1)
     if count:
         return False
     task.cancel()
-    runner._loop.call_soon_threadsafe(lambda: None)  # wake the loop from its wait
+    loop.call_soon_threadsafe(lambda: None)  # wake the loop from its wait
     return True
 
 

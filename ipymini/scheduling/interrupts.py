@@ -7,6 +7,11 @@ cancelled. Two places are protected:
 - the kernel's own code (output queue, socket sends, wake-ups): an interrupt landing there is retried
   2 ms later, so only user code ever sees KeyboardInterrupt;
 - a cell stopped at a debugger breakpoint: it is resumed first, then interrupted in its own code.
+
+The memory guard stops cells the same way (`stop_cells`), with MemoryError and a signal of its own
+(MEMORY_SIGNAL, a real-time signal: it never merges with a SIGINT), never counted as an interrupt;
+landing in the kernel's code it stays pending, and the guard's thread asks again (no thread is
+started from the handler: under memory pressure a thread's start-up may fail).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import signal
 import threading
 from typing import Callable
 
+from ipymini.kernelcode import in_kernel_code
 from ipymini.scheduling import cell_asyncio
-from ipymini.scheduling.guard import in_kernel_code
 
+MEMORY_SIGNAL = signal.SIGRTMAX - 3  # the memory guard's; nothing else sends it
 
 class Interrupts:
     """Delivers interrupts to a kernel's running cells (see module docstring)."""
@@ -33,10 +39,12 @@ class Interrupts:
         self.main_thread_ident = threading.main_thread().ident
         self.count = 0  # SIGINTs seen: lets code that swallows KeyboardInterrupt (`!cmd`) notice
         self._retry = False  # the next SIGINT is our own retry of a deferred interrupt
+        self._memory_error = None  # what the memory guard's signal raises in the parent shell's cell
 
     def install(self) -> None:
         """Take over SIGINT (on the main thread)."""
         signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(MEMORY_SIGNAL, self._on_memory_signal)
 
     def interrupt(self) -> None:
         """Interrupt every running cell, as a SIGINT from the kernel manager does.
@@ -56,6 +64,34 @@ class Interrupts:
     def interrupt_main(self) -> None:
         """Send SIGINT to the main thread; its handler interrupts the subshells as well."""
         signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
+
+    def stop_cells(self, exception: type[BaseException]) -> None:
+        """Raise `exception` in every cell computing now, on any shell, in its own code only (the memory
+        guard's MemoryError). A cell awaiting is left alone: what it awaits fails instead."""
+        for worker in self.subshells.workers():
+            worker.raise_now(exception)
+        if self.main.busy:
+            self._memory_error = exception
+            signal.pthread_kill(self.main_thread_ident, MEMORY_SIGNAL)
+
+    def _on_memory_signal(self, signum, frame) -> None:
+        exception, self._memory_error = self._memory_error, None
+        main = self.main
+        task = main.cell_task
+        if exception is None or not (main.executing or (
+                task is not None and asyncio.current_task(main.loop) is task)):
+            return
+        debugger = self.debugger()
+        if debugger is not None and debugger.in_debugger(frame):
+            return  # stopped at a breakpoint: it allocates nothing
+        if not in_kernel_code(frame):
+            raise exception
+        self._memory_error = exception  # in the kernel's own code: pending (memory_stop_pending)
+
+    def memory_stop_pending(self) -> bool:
+        """Whether the memory guard's MemoryError has not landed yet in the parent shell's running
+        cell (its signal came while the kernel's own code ran): the guard asks again."""
+        return self._memory_error is not None and self.main.busy
 
     def _on_sigint(self, signum, frame) -> None:
         self.count += 1

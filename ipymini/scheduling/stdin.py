@@ -12,8 +12,8 @@ import logging
 import queue
 from typing import Callable
 
+from ipymini.kernelcode import interruptible
 from ipymini.output.routing import parent_request
-from ipymini.scheduling.guard import interruptible
 
 log = logging.getLogger("ipymini")
 
@@ -37,8 +37,8 @@ class StdinBroker:
 
         req = parent_request()
         if req is None or req.channel != "shell" or not req.content.get("allow_stdin", False):
-            raise StdinNotImplementedError(
-                "raw_input was called, but this frontend does not support input requests.")
+            raise StdinNotImplementedError(f"{'getpass' if password else 'raw_input'} was called, but this "
+                                           "frontend does not support input requests.")
         msg = self._wire.msg("input_request", {"prompt": prompt, "password": password},
                              parent=req.header)
         waiter: queue.SimpleQueue = queue.SimpleQueue()
@@ -74,7 +74,7 @@ class StdinBroker:
         waiter = self._waiters.get(parent_id)
         if waiter is None and not parent_id and len(self._waiters) == 1:
             # jupyter_client's kc.input() sends no parent; a reply to another (abandoned) prompt is stale
-            waiter = next(iter(self._waiters.values()))
+            waiter = next(iter(list(self._waiters.values())), None)  # (it may have ended meanwhile)
         if waiter is None:
             log.warning("dropped an input_reply that answers no pending input request")
             return

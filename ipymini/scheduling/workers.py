@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
-import time
 import uuid
 from collections import deque
 from typing import Callable
 
+from ipymini.output import routing
 from ipymini.scheduling.cell_asyncio import KernelEventLoop
-from ipymini.scheduling.guard import in_kernel_code
 from ipymini.scheduling.stdin import INPUT_INTERRUPTED
+from ipymini.scheduling.thread_interrupt import raise_in_thread, raise_now, withdraw
 
 log = logging.getLogger("ipymini")
 
@@ -41,6 +40,8 @@ class _Computing:
 
     def __exit__(self, *exc_info):
         self.worker.executing = False
+        if self.worker.thread is not None:  # a subshell: interrupts are raised into its thread
+            withdraw()
 
 
 class _Awaiting:
@@ -139,23 +140,15 @@ class ShellWorker:
                 running.interrupted = True
             self.loop.call_soon_threadsafe(task.cancel)
         elif self.executing and self.thread is not None:
-            thread = threading.Thread(target=self._raise_in_cell, name="ipymini-interrupter", daemon=True)
-            thread.pydev_do_not_trace = thread.is_pydev_daemon_thread = True  # hidden from the debugger
-            thread.start()
+            raise_in_thread(self.thread, lambda: self.executing)
 
-    def _raise_in_cell(self, attempts: int = 2000) -> None:
-        """Raise KeyboardInterrupt in this subshell's thread once it runs user code, not ours."""
-        import ctypes  # only an interrupt of a subshell needs it: not loaded at startup
-
-        ident = self.thread.ident
-        for _ in range(attempts):
-            if not self.executing:
-                return
-            if not in_kernel_code(sys._current_frames().get(ident)):
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
-                                                           ctypes.py_object(KeyboardInterrupt))
-                return
-            time.sleep(0.001)
+    def raise_now(self, exception: type[BaseException]) -> bool:
+        """Raise `exception` in this subshell's cell if it computes in user code (not in the kernel's),
+        at once or, without the GIL, at its next line; whether it was (thread_interrupt.raise_now)."""
+        thread = self.thread
+        if not self.executing or thread is None:
+            return False
+        return raise_now(thread, exception, lambda: self.executing)
 
     def computing(self) -> _Computing:
         """A context manager around a cell running synchronously on this worker's thread."""
@@ -206,7 +199,7 @@ class ShellWorker:
                                        daemon=True)
         # subshell cells are not debugged (as in ipykernel): pydevd neither traces nor lists the thread
         self.thread.pydev_do_not_trace = self.thread.is_pydev_daemon_thread = True
-        self.thread.start()
+        routing.start_outside_requests(self.thread)
         self._ready.wait(10)
 
     def _run(self) -> None:
@@ -257,7 +250,10 @@ class SubshellManager:
         are routed to workers under (the IO sockets' lock)."""
         self._new_worker = new_worker
         self._routing_lock = routing_lock
-        self._lock = threading.Lock()
+        # reentrant: the SIGINT handler lists the subshells to interrupt them, and it runs on the main
+        # thread between any two bytecodes, possibly inside `get` there (a plain Lock: the main thread
+        # waited for itself, and the control thread, holding the IO lock, for it; seen on 3.13t)
+        self._lock = threading.RLock()
         self._workers: dict[str, ShellWorker] = {}
 
     def create(self) -> str:

@@ -4,6 +4,7 @@ Owns: the shell, display hook and display publisher subclasses (`zmqshell`), the
 and its configuration (`app`), completion under a time budget (`completion`), ipykernel's kernel magics
 (`kernel_magics`), ipykernel's public API for user code (`ipykernel_api`) and the cost of
 tracebacks (`tracebacks`).
-Must not import: the sockets or the scheduling state (workers, queues); it publishes through the
-publisher it is given. The bridge (`ipymini/bridge.py`) is this package's hub.
+Must not import: ipymini.kernel, ipymini.bridge, ipymini.scheduling, ipymini.protocol.sockets,
+ipymini.protocol.channel_thread (the hubs, the scheduling state, the sockets). It publishes through
+the publisher it is given. The bridge (`ipymini/bridge.py`) is this package's hub.
 """

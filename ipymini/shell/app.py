@@ -1,24 +1,19 @@
-"""Command-line entry: `python -m ipymini -f CONNECTION_FILE [--Class.trait=value ...]`.
+"""The kernel's IPython application: the command line and configuration `python -m ipymini` reads.
 
 IPython's own application classes do the configuration work, exactly as for ipykernel: the profile's
 `ipython_kernel_config.py`, `--Class.trait=value` options (nbclient passes
 `--HistoryManager.hist_file=:memory:`), startup files, `exec_lines` and extensions. The application is
 a thin IPython subclass because that is how IPython's config system is used; the kernel itself is a
-plain class (kernel.py).
+plain class (kernel.py), run by `ipymini/__main__.py`.
 """
 
 from __future__ import annotations
-
-import json
-import logging
-import sys
 
 from IPython.core.application import BaseIPythonApplication, base_aliases, base_flags
 from IPython.core.profiledir import ProfileDir
 from IPython.core.shellapp import InteractiveShellApp, shell_aliases, shell_flags
 from traitlets import Unicode
 
-from ipymini import settings
 from ipymini.shell.zmqshell import ZMQInteractiveShell
 
 aliases = {**base_aliases, **shell_aliases, "f": "IPKernelApp.connection_file"}
@@ -46,35 +41,3 @@ class IPKernelApp(BaseIPythonApplication, InteractiveShellApp):
 
     def init_shell(self):
         pass  # the bridge creates the shell once the kernel can publish
-
-
-def setup_logging() -> None:
-    """Kernel logs go to the process's real stderr (the server's log), never into a cell's output."""
-    handler = logging.StreamHandler(sys.__stderr__)
-    handler.setFormatter(logging.Formatter("[ipymini %(levelname)s %(asctime)s] %(message)s"))
-    log = logging.getLogger("ipymini")
-    log.addHandler(handler)
-    log.setLevel(settings.value("IPYMINI_LOG_LEVEL"))
-    log.propagate = False
-
-
-def run_kernel(argv: list[str]) -> int:
-    """Parse the command line and IPython configuration, then serve until shutdown."""
-    setup_logging()
-    app = IPKernelApp()
-    app.initialize(argv)
-    if not app.connection_file:
-        print("usage: python -m ipymini -f CONNECTION_FILE [--Class.trait=value ...]\n"
-              "       python -m ipymini install [--user | --sys-prefix | --prefix DIR]", file=sys.stderr)
-        return 2
-    with open(app.connection_file) as f:
-        conn = json.load(f)
-    from ipymini.kernel import Kernel
-
-    kernel = Kernel(conn, app)
-    try:
-        return kernel.run()
-    except BaseException:
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        logging.getLogger("ipymini").exception("the kernel stopped on an error")
-        return 1

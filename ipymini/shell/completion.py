@@ -38,7 +38,7 @@ import time
 import warnings
 
 from ipymini import patches, settings
-from ipymini.scheduling.guard import calls_user_code, in_kernel_code
+from ipymini.kernelcode import calls_user_code, in_kernel_code
 
 log = logging.getLogger("ipymini")
 
@@ -206,7 +206,7 @@ def _hide_cell_inputs_from_jedi(ipc) -> None:
         finally:
             ipc.namespace, ipc.global_namespace = full, global_ns
 
-    ipc._jedi_matches = _jedi_matches_without_cell_inputs
+    patches.patch(ipc, "_jedi_matches", _jedi_matches_without_cell_inputs)
 
 
 def _after_dot(text: str, token: str) -> bool:
@@ -333,7 +333,7 @@ class _Timer:
     def start(self) -> None:
         self._old_handler = signal.signal(signal.SIGALRM, self._on_alarm)
         self._old_hook = sys.excepthook
-        sys.excepthook = self._excepthook
+        self._hook_patch = patches.patch(sys, "excepthook", self._excepthook)
         self._started = time.monotonic()
         self.armed = True
         self._old_timer = signal.setitimer(signal.ITIMER_REAL, self.budget, TICK)
@@ -343,7 +343,7 @@ class _Timer:
         self.armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self._old_handler)
-        sys.excepthook = self._old_hook
+        patches.unpatch(self._hook_patch)
         delay, interval = self._old_timer
         if delay:  # someone's alarm was pending: put back what is left of it
             left = delay - (time.monotonic() - self._started)

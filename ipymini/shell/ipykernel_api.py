@@ -13,8 +13,9 @@ import os
 import socket
 
 from ipymini import patches
-from ipymini.output import routing, streams
+from ipymini.output import routing
 from ipymini.patches import after_import
+from ipymini.protocol.session import Session
 
 IPYKERNEL_SHELL_MODULE = "ipykernel.zmqshell"
 
@@ -54,72 +55,24 @@ class IOPubSocket:
 
     closed = False
 
-    def __init__(self, iopub):
-        self._iopub = iopub
+    def __init__(self, output):
+        self._output = output
 
     def send_multipart(self, frames, copy: bool = True, track: bool = False, **kwargs) -> None:
         """Queue signed frames (a topic or the delimiter first, as Session.serialize makes them)."""
-        streams.flush_before_message()
-        self._iopub.publish_frames([bytes(f) if not isinstance(f, bytes) else f for f in frames])
-
-
-class KernelSession:
-    """Stands in for ipykernel's `kernel.session` (a jupyter_client Session): builds and signs
-    messages with the kernel's key, and `send` puts them on a socket or on the `iopub_socket`."""
-
-    def __init__(self, wire, iopub_socket: IOPubSocket):
-        self._wire = wire
-        self.iopub_socket = iopub_socket
-
-    @property
-    def session(self) -> str:
-        """This kernel's session id (headers' `session`)."""
-        return self._wire.session_id
-
-    @property
-    def username(self) -> str:
-        return self._wire.username
-
-    def msg_header(self, msg_type: str) -> dict:
-        """A new header for a message of `msg_type`."""
-        return self._wire.header(msg_type)
-
-    def msg(self, msg_type: str, content: dict | None = None, parent: dict | None = None,
-            header: dict | None = None, metadata: dict | None = None) -> dict:
-        """A message dict, as jupyter_client's Session.msg builds it (`parent`: a header or message)."""
-        return self._wire.msg(msg_type, content, parent=parent, header=header, metadata=metadata)
-
-    def serialize(self, msg: dict, ident=None) -> list:
-        """The signed frames of `msg`, routing identities first."""
-        return self._wire.serialize(msg, ident=ident)
-
-    def send(self, stream, msg_or_type, content: dict | None = None, parent: dict | None = None,
-             ident=None, buffers=None, track: bool = False, header: dict | None = None,
-             metadata: dict | None = None) -> dict:
-        """Build (unless given a message), sign and send on `stream`; returns the message, as
-        jupyter_client's Session.send does. `stream` None builds the message without sending."""
-        if isinstance(msg_or_type, dict):
-            msg = msg_or_type
-            buffers = buffers or msg.get("buffers") or []
-        else:
-            msg = self.msg(msg_or_type, content, parent=parent, header=header, metadata=metadata)
-        frames = self.serialize(msg, ident)
-        frames.extend(buffers or ())
-        if stream is not None:
-            stream.send_multipart(frames)
-        return msg
+        self._output.publish_frames([bytes(f) if not isinstance(f, bytes) else f for f in frames])
 
 
 class IPyKernelAPI:
     """The attributes ipykernel's Kernel offers to user code, mixed into ipymini's Kernel.
 
-    Needs `self.wire`, `self.iopub` and `self.bridge` from the kernel; keeps the control channel's
+    Needs `self.wire`, `self.output` and `self.bridge` from the kernel; keeps the control channel's
     current request (`_control_request`), which the control thread sets.
     """
 
     def _init_ipykernel_api(self) -> None:
-        self.iopub_socket = IOPubSocket(self.iopub)
-        self.session = KernelSession(self.wire, self.iopub_socket)
+        self.iopub_socket = IOPubSocket(self.output)
+        self.session = Session(self.wire)  # jupyter_client's Session API (protocol/session.py)
         self._control_request = None
         self._usage_processes: dict = {}
 
@@ -176,7 +129,7 @@ class IPyKernelAPI:
         channel "control" gives the control channel's latest request; None picks the calling code's
         channel. ipywidgets' Output widget reads the `msg_id` of this to capture output."""
         req = self._request_on(channel)
-        return req.msg if req is not None else {}
+        return req.for_user_code() if req is not None else {}
 
     @property
     def _parent_ident(self) -> dict:
@@ -189,7 +142,9 @@ class IPyKernelAPI:
     def usage_request(self, req) -> None:
         """jupyter-resource-usage's kernel panel: this kernel's CPU and memory (with its children's)
         and the host's, as ipykernel reports them."""
-        self.send_reply(req, usage_content(self._usage_processes))
+        content = usage_content(self._usage_processes)
+        content["memory_guard"] = self.memory.report()  # ipymini's: the limit and the use against it
+        self.send_reply(req, content)
 
 
 def usage_content(processes: dict) -> dict:

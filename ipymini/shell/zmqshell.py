@@ -18,15 +18,17 @@ from IPython.core.compilerop import CachingCompiler
 from IPython.core.display_trap import DisplayTrap
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.events import EventManager
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.payload import PayloadManager
 from traitlets import Any, Type
 
 from ipymini import patches
 from ipymini.debugging.cellfile import cell_filename
+from ipymini.kernelcode import KERNEL_DIR, calls_user_code
 from ipymini.output import routing
 from ipymini.output.routing import parent_request
-from ipymini.scheduling.guard import KERNEL_DIR, calls_user_code
 from ipymini.shell import tracebacks
 from ipymini.shell.formatting import DisplayFormatter
 
@@ -202,6 +204,27 @@ class CellCompiler(CachingCompiler):
         return cell_filename(raw_code)
 
 
+class KernelEventManager(EventManager):
+    """IPython's event callbacks (pre_execute, post_run_cell, ...), where an interrupt stops the cell.
+
+    IPython catches KeyboardInterrupt in a callback, prints "Error in callback" and goes on with the
+    cell: an interrupt that lands in a slow hook (or in the few instructions of IPython's own before
+    each cell) would be lost, and the cell it was meant to stop would run. ipykernel 7.4 loses it so.
+    Here it propagates, and the cell ends in KeyboardInterrupt. Other errors are shown as IPython shows
+    them, and the cell goes on."""
+
+    @calls_user_code  # the callbacks are user code (an interrupt may land there)
+    def trigger(self, event: str, *args, **kwargs) -> None:
+        for callback in list(self.callbacks[event]):
+            try:
+                callback(*args, **kwargs)
+            except Exception:
+                if self.print_on_error:
+                    print(f"Error in callback {callback} (for {event}), with arguments args {args},"
+                          f"kwargs {kwargs}:")
+                self.shell.showtraceback()
+
+
 class ZMQInteractiveShell(InteractiveShell):
     """The InteractiveShell a kernel runs: errors, payloads and exits become messages.
 
@@ -217,7 +240,9 @@ class ZMQInteractiveShell(InteractiveShell):
     kernel = Any(allow_none=True)  # `get_ipython().kernel`, which widget libraries look for
     publisher = Any(allow_none=True)  # output/publisher.Publisher: how results and errors are sent
     interrupt_count = Any(lambda: 0)  # () -> how many interrupts the kernel has delivered so far
-    debugger = Any(allow_none=True)  # the kernel's Debugger once a frontend started one
+    # the kernel's Debugger once a frontend started one (not `debugger`: that is IPython's %debug method)
+    kernel_debugger = Any(allow_none=True)
+    gui_loops = Any(allow_none=True)  # gui/loops.GuiLoops: the GUI event loop enable_gui switches
 
     _thread_state = threading.local()
 
@@ -285,6 +310,19 @@ class ZMQInteractiveShell(InteractiveShell):
     def init_io(self):
         pass  # the kernel installs sys.stdout / sys.stderr itself
 
+    def init_events(self):
+        super().init_events()
+        events = KernelEventManager(self, self.events.callbacks.keys())
+        events.callbacks = self.events.callbacks  # what IPython registered (its pre_execute hook)
+        events.print_on_error = self.events.print_on_error
+        self.events = events
+
+    def _clear_warning_registry(self):
+        # IPython's pre_execute hook tests for the key, then deletes it: two subshells starting cells at
+        # once (truly at once without the GIL) both pass the test, and one fails with KeyError,
+        # printed into its cell's output
+        self.user_global_ns.pop("__warningregistry__", None)
+
     def init_environment(self):
         import os
 
@@ -294,9 +332,14 @@ class ZMQInteractiveShell(InteractiveShell):
                           PAGER="cat", GIT_PAGER="cat")
 
     def enable_gui(self, gui=None):
-        if gui not in (None, "inline"):
-            print(f"ipymini has no {gui!r} GUI event loop integration; plots are shown inline.",
-                  file=sys.stderr)
+        """`%gui NAME`, `%matplotlib tk|qt|...`: enter (or with None, leave) a GUI event loop."""
+        if self.gui_loops is None:
+            return
+        try:
+            self.gui_loops.enable(gui)
+        except ValueError as e:  # an unknown name: %gui prints the message, as in ipykernel
+            raise UsageError(str(e)) from e
+        self.active_eventloop = gui
 
     def ask_exit(self, keep_kernel=False):
         self.exit_now = not keep_kernel
@@ -325,18 +368,24 @@ class ZMQInteractiveShell(InteractiveShell):
             # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
             tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
             exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)
-        debugger = self.debugger
+        debugger = self.kernel_debugger
         if debugger is not None:
             debugger.on_cell_error(sys.exc_info() if exc_tuple is None else exc_tuple)
-        if etype is not None and issubclass(etype, KeyboardInterrupt):
+        if etype is not None and issubclass(etype, MemoryError) and self.memory_guard is not None:
+            self.memory_guard.describe((sys.exc_info() if exc_tuple is None else exc_tuple)[1])
+        if etype is not None and issubclass(etype, (KeyboardInterrupt, MemoryError)):
             _drop_kernel_frames((sys.exc_info() if exc_tuple is None else exc_tuple)[2])
         tracebacks.install_caches()  # before the first traceback, should it come before the warm-up
         return super().showtraceback(exc_tuple, *args, **kwargs)
 
+    memory_guard = None  # memory/MemoryGuard: says in a MemoryError what the guard saw (bridge.py)
     keepkernel_on_exit = None  # ipykernel's attribute (exit(keep_kernel=...) is passed per call here)
     _last_traceback = None  # the last traceback shown, as ipykernel keeps it
+    traceback_filters = ()  # functions stb -> stb every traceback shown passes (namespace/transactions.py)
 
     def _showtraceback(self, etype, evalue, stb):
+        for change in self.traceback_filters:
+            stb = change(stb)
         self._last_traceback = stb
         if getattr(KernelDisplayHook._local, "result", None) is not None:
             self.failed_without_raising = True  # a formatter raised while the cell's result was built

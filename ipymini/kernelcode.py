@@ -5,6 +5,10 @@ completion timeout (SIGALRM) raises wherever the thread happens to be. Landing i
 a lock or a half-made state change, so the kernel marks its functions: `calls_user_code` for the ones that
 run user code (an exception may land in what they call), `interruptible` for waits that hold no kernel
 state; `in_kernel_code(frame)` says whether a frame is somewhere an exception must not land now.
+
+Every layer marks its functions here (the output path, the shell, the scheduling package that raises
+the exceptions), so this module sits below them all.
+Must not import: ipymini (it is the bottom layer: the standard library only).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 
 # the ipymini package: every module of it is kernel code
-KERNEL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 _INTERRUPTIBLE: set = set()

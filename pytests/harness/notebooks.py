@@ -10,16 +10,19 @@ outputs of the same name merged.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-import kernel_harness  # noqa: F401  (sets JUPYTER_PATH to the repository's kernelspec)
+from harness.kernel import KERNEL_NAME  # (and JUPYTER_PATH set to the repository's kernelspec)
 
-NOTEBOOKS = Path(__file__).parent / "notebooks"
-KERNEL_NAME = kernel_harness.KERNEL_NAME
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")
@@ -40,17 +43,32 @@ def run_options(nb) -> dict:
 
 
 def execute(nb, kernel_name: str = KERNEL_NAME, extra_arguments: list[str] | None = None,
-            **overrides) -> nbformat.NotebookNode:
-    """Run a copy of `nb` with nbclient as nbconvert would; returns the executed copy."""
+            transport: str = "tcp", **overrides) -> nbformat.NotebookNode:
+    """Run a copy of `nb` with nbclient as nbconvert would; returns the executed copy.
+
+    transport="ipc": the kernel listens on Unix sockets in a fresh directory. Kernels started by
+    several processes at once need it: jupyter_client picks free TCP ports in each process, and one
+    process's kernel can take a port another has picked before that one's kernel binds it."""
     nb = copy.deepcopy(nb)
     opts = {"timeout": 60, "allow_errors": False, "interrupt_on_timeout": False,
             **run_options(nb), **overrides}
-    client = NotebookClient(nb, kernel_name=kernel_name, timeout=opts["timeout"],
+    km = sockets_dir = None
+    if transport == "ipc":
+        sockets_dir = tempfile.mkdtemp(prefix="ipymini-nb-")
+        km = KernelManager(kernel_name=kernel_name, transport="ipc",
+                           ip=os.path.join(sockets_dir, "kernel"))
+    client = NotebookClient(nb, km=km, kernel_name=kernel_name, timeout=opts["timeout"],
                             allow_errors=opts["allow_errors"],
                             interrupt_on_timeout=opts["interrupt_on_timeout"],
                             startup_timeout=60, iopub_timeout=10,
                             extra_arguments=list(extra_arguments or []))
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if km is not None:  # nbclient shuts down only the kernels of managers it made itself
+            if km.has_kernel:
+                km.shutdown_kernel()
+            shutil.rmtree(sockets_dir, ignore_errors=True)
     return nb
 
 
@@ -110,6 +128,7 @@ def assert_same_outputs(expected_nb, actual_nb) -> None:
         assert got == want, f"outputs differ for cell:\n{src}"
 
 
-def run_and_normalize(name: str, extra_arguments: list[str] | None = None) -> list[list[dict]]:
+def run_and_normalize(name: str, extra_arguments: list[str] | None = None,
+                      transport: str = "tcp") -> list[list[dict]]:
     """Run one notebook of the folder and return its normalized outputs (a process pool's job)."""
-    return normalize(execute(load(name), extra_arguments=extra_arguments))
+    return normalize(execute(load(name), extra_arguments=extra_arguments, transport=transport))

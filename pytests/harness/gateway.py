@@ -19,6 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from harness.messages import result_text, stream_text  # noqa: F401  (what the gateway tests read)
+from harness.processes import kill_leftovers, pid_alive, process_environ, processes_matching  # noqa: F401
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -187,57 +190,3 @@ class KernelSocket:
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise
-
-
-def stream_text(iopub: list[dict], name: str = "stdout") -> str:
-    return "".join(m["content"]["text"] for m in iopub if m["msg_type"] == "stream" and m["content"]["name"] == name)
-
-
-def result_text(iopub: list[dict]) -> str | None:
-    for m in iopub:
-        if m["msg_type"] == "execute_result":
-            return m["content"]["data"]["text/plain"]
-    return None
-
-
-def processes_matching(text: str) -> list[tuple[int, str]]:
-    """(pid, command line) of every live, non-zombie process whose command line contains `text`."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if text in cmd and stat[stat.rfind(b")") + 2:][:1] != b"Z":
-            found.append((int(name), cmd))
-    return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
-
-
-def process_environ(pid: int) -> dict:
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        return dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-
-
-def kill_leftovers(text: str) -> list[tuple[int, str]]:
-    """SIGKILL processes whose command line contains `text` (a kernel id this test created)."""
-    found = processes_matching(text)
-    for pid, _ in found:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return found

@@ -1,0 +1,296 @@
+"""The memory guard's parts in-process (the real kernel is in test_memory_guard.py): finding the limit in
+fake /proc and cgroup trees (v1, v2, nested, containers), the record the next kernel reads, giving
+memory back, and glibc's account of its reusable memory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ipymini.memory import limits, mallocstate, recovery
+from ipymini.memory.lastcell import LastCell, first_line, path_for
+
+GIB = 1 << 30
+V1_UNLIMITED = "9223372036854771712"
+
+
+def _tree(root: Path, cgroup: str, mountinfo: str, files: dict, meminfo_total_kb=8 << 20,
+          available_kb=6 << 20) -> Path:
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(cgroup)
+    (root / "proc/self/mountinfo").write_text(mountinfo)
+    (root / "proc/self/statm").write_text("50000 25600 5120 1 0 40960 0\n")  # pages
+    (root / "proc/self/status").write_text("Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n")
+    (root / "proc/meminfo").write_text(f"MemTotal: {meminfo_total_kb} kB\nMemFree: 1000 kB\n"
+                                       f"MemAvailable: {available_kb} kB\n")
+    for path, text in files.items():
+        p = root / path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+V1_MOUNTS = ("35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+             "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n")
+V2_MOUNTS = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+V1_STAT = ("cache 300\nrss 900\ntotal_cache 300\ntotal_rss 900\ntotal_active_file 100000\n"
+           "total_inactive_file 200000\n")
+V2_STAT = "anon 900\nfile 300000\nactive_file 100000\ninactive_file 200000\nshmem 0\n"
+
+
+def test_v1_the_nearest_limited_ancestor(tmp_path):
+    mem = "sys/fs/cgroup/memory"
+    root = _tree(tmp_path, "5:cpu:/\n4:memory:/pod/kernel\n0::/\n", V1_MOUNTS, {
+        f"{mem}/memory.limit_in_bytes": V1_UNLIMITED,
+        f"{mem}/pod/memory.limit_in_bytes": str(GIB),
+        f"{mem}/pod/memory.usage_in_bytes": "500000000\n",
+        f"{mem}/pod/memory.stat": V1_STAT,
+        f"{mem}/pod/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        f"{mem}/pod/kernel/memory.limit_in_bytes": V1_UNLIMITED,
+    })
+    found = limits.detect(None, root=str(root))
+    cgroup, machine = found.budgets
+    assert (cgroup.kind, cgroup.limit, cgroup.source) == ("cgroup", GIB, "cgroup /pod, memory.limit_in_bytes")
+    assert cgroup.used() == 500000000 - 300000  # less the file cache the kernel would reclaim
+    assert cgroup.oom_kills() == 3
+    assert (machine.limit, machine.used()) == (8 << 30, 2 << 30)  # MemTotal less MemAvailable
+    s = found.sample()
+    assert s.kernel_anon == (25600 - 5120) * limits.PAGE and s.data == 40960 * limits.PAGE
+    assert s.peak_resident == 204800 * 1024 and s.worst == 0
+    assert s.spare == GIB - (500000000 - 300000) - limits.margin_for(GIB)
+    found.close()
+
+
+def test_v1_every_limited_cgroup_on_the_way_up_counts(tmp_path):
+    mem = "sys/fs/cgroup/memory"
+    files = {f"{mem}/memory.limit_in_bytes": V1_UNLIMITED}
+    for path, limit, usage in (("a", 4 * GIB, 100), ("a/b", 2 * GIB, 100)):
+        files.update({f"{mem}/{path}/memory.limit_in_bytes": str(limit),
+                      f"{mem}/{path}/memory.usage_in_bytes": str(usage), f"{mem}/{path}/memory.stat": V1_STAT})
+    root = _tree(tmp_path, "4:memory:/a/b\n", V1_MOUNTS, files)
+    assert [b.limit for b in limits.cgroup_budgets(str(root))] == [2 * GIB, 4 * GIB]
+
+
+def test_v2_memory_max(tmp_path):
+    base = "sys/fs/cgroup"
+    root = _tree(tmp_path, "0::/user.slice/kernel\n", V2_MOUNTS, {
+        f"{base}/user.slice/memory.max": str(512 << 20),
+        f"{base}/user.slice/memory.current": "300000000\n",
+        f"{base}/user.slice/memory.stat": V2_STAT,
+        f"{base}/user.slice/memory.events": "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
+        f"{base}/user.slice/kernel/memory.max": "max\n",
+        f"{base}/user.slice/kernel/memory.stat": V2_STAT,
+    })
+    (cgroup, _) = limits.detect(None, root=str(root)).budgets
+    assert (cgroup.limit, cgroup.source) == (512 << 20, "cgroup /user.slice, memory.max")
+    assert cgroup.used() == 300000000 - 300000 and cgroup.oom_kills() == 1
+
+
+def test_a_container_sees_its_own_cgroup_as_the_root(tmp_path):
+    """cgroup v2 with a cgroup namespace: /proc/self/cgroup says `/`, the mount is the container's."""
+    base = "sys/fs/cgroup"
+    root = _tree(tmp_path, "0::/\n", V2_MOUNTS, {f"{base}/memory.max": str(GIB),
+                                                 f"{base}/memory.current": "1000\n",
+                                                 f"{base}/memory.stat": V2_STAT})
+    (cgroup, _) = limits.detect(None, root=str(root)).budgets
+    assert cgroup.limit == GIB and cgroup.source == "cgroup /, memory.max"
+
+
+def test_v1_without_a_namespace_the_mount_root_is_the_container(tmp_path):
+    mounts = "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro,relatime - cgroup cgroup rw,memory\n"
+    root = _tree(tmp_path, "4:memory:/docker/abc\n", mounts, {
+        "sys/fs/cgroup/memory/memory.limit_in_bytes": str(2 * GIB),
+        "sys/fs/cgroup/memory/memory.usage_in_bytes": "1000\n",
+        "sys/fs/cgroup/memory/memory.stat": V1_STAT})
+    (cgroup, _) = limits.detect(None, root=str(root)).budgets
+    assert cgroup.limit == 2 * GIB and cgroup.source == "cgroup /docker/abc, memory.limit_in_bytes"
+
+
+def test_no_cgroup_the_machine_and_the_setting(tmp_path):
+    root = _tree(tmp_path, "0::/\n", "", {})
+    assert [b.kind for b in limits.detect(None, root=str(root)).budgets] == ["machine"]
+    assert limits.detect(0, root=str(root)) is None  # 0: the guard is off
+    found = limits.detect(600 << 20, root=str(root))
+    setting = found.budgets[-1]
+    assert (setting.limit, setting.source) == (600 << 20, "IPYMINI_MEMORY_LIMIT=600 MiB")
+    s = found.sample()
+    assert s.used[-1] == s.kernel_anon and s.worst == 1  # the kernel's own memory, and the tightest
+    half = limits.detect(0.5, root=str(root)).budgets[-1]
+    assert half.limit == 4 * GIB
+    assert half.source == "IPYMINI_MEMORY_LIMIT=4 GiB, 50% of the machine's memory, /proc/meminfo"
+
+
+def test_margins_and_room():
+    assert limits.margin_for(GIB) == 64 << 20
+    assert limits.margin_for(256 << 20) == 48 << 20  # at least 48 MiB
+    assert limits.margin_for(64 * GIB) == 512 << 20  # at most 512 MiB
+    assert [limits.human(n) for n in (0, 5 << 20, 1023 << 20, GIB, 1100 << 20)] == [
+        "0 bytes", "5 MiB", "1,023 MiB", "1 GiB", "1.07 GiB"]
+
+
+# -- the record of the running cell --
+
+def test_the_next_kernel_learns_which_cell_was_running(tmp_path):
+    path = path_for(str(tmp_path / "kernel-1.json"))
+    assert path == str(tmp_path / ".kernel-1.json.ipymini-cell")
+    record = LastCell(path)
+    assert record.notice() is None  # nothing before it
+    record.cell_started(0, 7, "\n\n   x = [bytearray(10**6) for _ in range(3000)]\nmore")
+    record.sample(990 << 20, GIB, 900 << 20, 1, "cgroup /pod, memory.limit_in_bytes")
+    del record  # killed: nothing more is written, the file stays
+    notice = LastCell(path).notice(oom_kills_now=3)
+    assert notice.startswith("[ipymini] The previous kernel died while running cell [7]: "
+                             "x = [bytearray(10**6) for _ in range(3000)]\n")
+    assert "held 900 MiB, and 990 MiB of the 1 GiB limit (cgroup /pod, memory.limit_in_bytes)" in notice
+    assert "OOM killer has killed 2 processes" in notice
+    assert "Its variables are gone" in notice
+
+
+def test_a_finished_cell_or_a_clean_shutdown_leaves_nothing_to_tell(tmp_path):
+    path = str(tmp_path / "record")
+    record = LastCell(path)
+    record.cell_started(1, 3, "print(1)")
+    record.cell_ended(1)
+    assert LastCell(path).notice() is None
+    record = LastCell(path)
+    record.cell_started(0, 4, "import time; time.sleep(100)")
+    record.close()
+    assert not os.path.exists(path)
+
+
+def test_first_line():
+    assert first_line("\n  \n  # hi\nx") == "# hi"
+    assert first_line("") == ""
+
+
+# -- giving memory back --
+
+def _fails_holding(big, make_closure: bool = False):
+    held = big  # noqa: F841 (a local the traceback keeps)
+    if make_closure:
+        kept = "still here"
+        _fails_holding.closure = lambda: kept
+    raise MemoryError
+
+
+def test_clear_frames_drops_what_the_traceback_held_and_nothing_else():
+    namespace = {"keep": 41}
+    try:
+        exec("_fails_holding(big, make_closure=True)", {**namespace, "_fails_holding": _fails_holding,
+                                                        "big": [object()] * 10}, namespace)
+    except MemoryError as e:
+        exc = e
+    frame = exc.__traceback__.tb_next.tb_next.tb_frame
+    assert frame.f_locals["held"]  # what a traceback formatter sees
+    big_list = frame.f_locals["held"]
+    before = sys.getrefcount(big_list)
+    recovery.clear_frames(exc)
+    assert exc.__traceback__ is None
+    assert sys.getrefcount(big_list) < before  # the frame no longer holds it (3.11: nor its f_locals)
+    assert namespace == {"keep": 41}  # a module-level frame's namespace is the user's: untouched
+    assert _fails_holding.closure() == "still here"  # closure cells stay
+
+
+def test_the_last_traceback_is_dropped_and_memory_trimmed():
+    """(give_back's collection is not run here: in the test process it would collect other tests'
+    garbage, a zmq context whose term() waits.)"""
+    try:
+        _fails_holding([1])
+    except MemoryError as e:
+        sys.last_type, sys.last_value, sys.last_traceback = type(e), e, e.__traceback__
+    recovery.forget(sys.last_value)
+    assert sys.last_traceback is None and sys.last_value.__traceback__ is None
+    assert recovery.trim() is _GLIBC  # malloc_trim: glibc only
+
+
+def _glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):
+        return False
+
+
+_GLIBC = _glibc()
+
+
+MALLOC_INFO = b"""<malloc version="1">
+<heap nr="0"><sizes></sizes><total type="fast" count="0" size="0"/><total type="rest" count="1" size="1000"/>
+<system type="current" size="5000"/><system type="max" size="5000"/><aspace type="total" size="5000"/>
+<aspace type="mprotect" size="5000"/></heap>
+<heap nr="1"><sizes></sizes><total type="fast" count="1" size="32"/><total type="rest" count="2" size="10000"/>
+<system type="current" size="20000"/><system type="max" size="90000"/><aspace type="total" size="20000"/>
+<aspace type="mprotect" size="70000"/><aspace type="subheaps" size="1"/></heap>
+<total type="fast" count="1" size="32"/>
+<total type="rest" count="3" size="11000"/>
+<total type="mmap" count="2" size="401408"/>
+<system type="current" size="25000"/>
+<system type="max" size="95000"/>
+<aspace type="total" size="25000"/>
+<aspace type="mprotect" size="75000"/>
+</malloc>
+"""
+
+
+def test_malloc_info_free_chunks_and_heap_above_its_top():
+    assert mallocstate.parse(MALLOC_INFO) == 32 + 11000 + (75000 - 25000)
+
+
+def test_malloc_info_is_read_from_glibc(monkeypatch):
+    monkeypatch.setattr(mallocstate, "_cached", (0.0, None))  # (the first reading waits past start-up)
+    assert isinstance(mallocstate.reusable(), int) is _GLIBC
+
+
+class _RoomyBound:
+    """Stands in for AddressBound: always room, armed, counting user threads already."""
+
+    armed = True
+    counting_threads = True
+
+    def headroom(self):
+        return 1 << 40
+
+
+def test_a_started_thread_stays_a_method_of_its_thread_for_debuggers():
+    """debugpy finds the Thread it is starting through the start function's `__self__` (and hides the
+    kernel's own threads by it); the guard's wrapper must keep it."""
+    import threading
+
+    from ipymini.memory import bound
+
+    seen = {}
+
+    def start(function, *args, **kwargs):
+        seen["self"] = getattr(function, "__self__", None)
+        return original(function, *args, **kwargs)
+
+    name = "_start_joinable_thread" if hasattr(threading, "_start_joinable_thread") else "_start_new_thread"
+    original = getattr(threading, name)
+    t = threading.Thread(target=lambda: None)
+    setattr(threading, name, bound._starting_threads(_RoomyBound(), start))
+    try:
+        t.start()
+    finally:
+        setattr(threading, name, original)
+    t.join(10)
+    assert seen["self"] is t and not t.is_alive()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_whose_start_up_fails_raises_in_start_instead_of_hanging(monkeypatch):
+    import threading
+
+    from ipymini.memory import bound
+
+    name = "_start_joinable_thread" if hasattr(threading, "_start_joinable_thread") else "_start_new_thread"
+    monkeypatch.setattr(threading, name, bound._starting_threads(_RoomyBound(), getattr(threading, name)))
+
+    class FailsAtStartUp(threading.Thread):
+        def _set_ident(self):  # (the first step of its bootstrap, before it says it started)
+            raise MemoryError("no room for the thread's start-up")
+
+    t = FailsAtStartUp(target=lambda: None)
+    with pytest.raises(MemoryError, match="start-up"):
+        t.start()

@@ -1,0 +1,67 @@
+"""In-process: an interrupt raised into a subshell's thread never lands after its cell ended.
+
+With the GIL, a subshell is interrupted by setting an exception for its thread, which lands at the
+thread's next bytecode. A cell that ended between the check and that bytecode used to get the
+KeyboardInterrupt in what ran next (IPython's post_execute hooks: "Error in callback ..." in an ok
+cell, seen in a loaded chaos run with pyplot). Ending a cell now takes back what has not landed.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+
+from ipymini.scheduling import thread_interrupt
+
+
+class FakeWorker:
+    """What `_Computing` needs of a subshell worker."""
+
+    def __init__(self):
+        self.executing = False
+        self.thread = threading.current_thread()
+
+
+@pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(),
+                    reason="free-threaded builds raise from the thread itself (sys.monitoring): no race")
+def test_an_interrupt_set_as_the_cell_ends_does_not_land_after_it(monkeypatch):
+    from ipymini.scheduling.workers import _Computing
+
+    worker = FakeWorker()
+    cell_may_end, landed = threading.Event(), []
+
+    def in_kernel_code(frame):
+        # the sampler looked and is about to raise: let the cell end now, and give it time to get to
+        # the end of its `with` (it then waits for the sampler, which holds the raising lock)
+        cell_may_end.set()
+        time.sleep(0.05)
+        return False
+
+    monkeypatch.setattr(thread_interrupt, "in_kernel_code", in_kernel_code)
+
+    def run_cell():
+        computing = _Computing(worker)
+        computing.__enter__()
+        try:
+            thread_interrupt.raise_in_thread(threading.current_thread(), lambda: worker.executing)
+            cell_may_end.wait(5)
+        except KeyboardInterrupt:
+            landed.append("in the cell")  # (fine: the cell was still running)
+        try:
+            computing.__exit__(None, None, None)
+        except KeyboardInterrupt:  # set before the cell ended: it ends the cell (the kernel reports it)
+            landed.append("as the cell ended")
+        try:
+            for _ in range(200):  # what runs after the cell (post_execute hooks)
+                time.sleep(0.001)
+        except KeyboardInterrupt:
+            landed.append("after the cell")
+
+    thread = threading.Thread(target=run_cell)
+    thread.start()
+    thread.join(10)
+    assert "after the cell" not in landed, landed
+    assert len(landed) <= 1
