@@ -170,6 +170,7 @@ class Debugger:
         return reply
 
     def do_threads(self, request: dict) -> dict:
+        forget_ended_dummy_threads()
         reply = self.forward(request)
         threads = (reply.get("body") or {}).get("threads")
         if isinstance(threads, list):  # kernel threads started after the debugger (hide_kernel_threads)
@@ -411,6 +412,20 @@ def hide_kernel_threads() -> None:
     if not zmq_gc.is_alive():
         zmq_gc.start()
     hide_thread(zmq_gc.thread)
+
+
+def forget_ended_dummy_threads() -> None:
+    """Drop the `threading._DummyThread` entries of threads that have ended, so they are not listed.
+
+    pydevd's sys.monitoring callbacks (3.12+) call `threading.current_thread()` in every thread, also
+    in a thread's last moments, after threading has removed it from its table (the kernel's debugpy
+    reader when a debug session ends): that makes a "Dummy-N" which nothing removes on 3.12, and the
+    debugger listed it among the user's threads (seen in CI on 3.12)."""
+    alive = sys._current_frames()
+    active = threading._active  # (threading's own table: read and pruned, never replaced)
+    for ident, thread in list(active.items()):
+        if isinstance(thread, threading._DummyThread) and ident not in alive:
+            active.pop(ident, None)
 
 
 def is_kernel_thread(name: str) -> bool:
