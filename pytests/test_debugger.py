@@ -6,6 +6,7 @@ wait is bounded (a debugger that never answers fails the test instead of hanging
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -224,3 +225,36 @@ def test_bad_debug_requests(kernel, dbg):
     assert reply["content"]["success"] is False
     kernel.run_ok("pass")
 
+
+
+def test_dummy_threads_of_ended_threads_are_forgotten_and_live_ones_kept():
+    """In-process: what `threads` prunes before pydevd lists them (the "Dummy-N" of a thread that
+    ended, which 3.12 keeps for good; a foreign thread still running stays listed)."""
+    import _thread
+    import threading
+
+    from ipymini.debugging.debugger import forget_ended_dummy_threads
+
+    ended, release, running = threading.Event(), threading.Event(), threading.Event()
+    idents = {}
+
+    def foreign(key, done, wait=None):
+        idents[key] = threading.current_thread().ident  # registers a _DummyThread
+        done.set()
+        if wait is not None:
+            wait.wait(10)
+
+    _thread.start_new_thread(foreign, ("ended", ended))
+    _thread.start_new_thread(foreign, ("running", running, release))
+    assert ended.wait(10) and running.wait(10)
+    deadline = time.monotonic() + 10
+    while idents["ended"] in sys._current_frames() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        # (3.13+ may drop an ended thread's dummy itself; either way it must be gone after)
+        forget_ended_dummy_threads()
+        listed = {t.ident for t in threading.enumerate()}
+        assert idents["ended"] not in listed
+        assert idents["running"] in listed
+    finally:
+        release.set()
