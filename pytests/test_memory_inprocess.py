@@ -141,12 +141,31 @@ def test_the_next_kernel_learns_which_cell_was_running(tmp_path):
     record.cell_started(0, 7, "\n\n   x = [bytearray(10**6) for _ in range(3000)]\nmore")
     record.sample(990 << 20, GIB, 900 << 20, 1, "cgroup /pod, memory.limit_in_bytes")
     del record  # killed: nothing more is written, the file stays
-    notice = LastCell(path).notice(oom_kills_now=3)
+    notice = LastCell(path).notice({"cgroup /pod, memory.limit_in_bytes": 3, "the machine": 9})
     assert notice.startswith("[ipymini] The previous kernel died while running cell [7]: "
                              "x = [bytearray(10**6) for _ in range(3000)]\n")
     assert "held 900 MiB, and 990 MiB of the 1 GiB limit (cgroup /pod, memory.limit_in_bytes)" in notice
     assert "OOM killer has killed 2 processes" in notice
     assert "Its variables are gone" in notice
+
+
+def test_the_kill_count_is_taken_from_the_cells_start_and_the_same_limit(tmp_path):
+    """A last sample that already counted the kill (taken between the kill and the death) still
+    leaves the notice its kill; the count now is the recorded limit's, not another budget's."""
+    path = str(tmp_path / "record")
+    record = LastCell(path)
+    source = "cgroup /pod, memory.limit_in_bytes"
+    record.sample(100 << 20, GIB, 90 << 20, 4, source)
+    record.cell_started(0, 2, "z[:] = 1")
+    record.sample(1000 << 20, GIB, 990 << 20, 5, source)  # the kill counted already
+    del record
+    assert "OOM killer has killed 1 process." in LastCell(path).notice({source: 5, "the machine": 0})
+    record = LastCell(path)
+    record.sample(100 << 20, GIB, 90 << 20, 5, source)
+    record.cell_started(0, 3, "z[:] = 1")
+    del record
+    notice = LastCell(path).notice({"another cgroup": 9})  # no count for this limit: nothing said
+    assert "cell [3]" in notice and "OOM killer" not in notice
 
 
 def test_a_finished_cell_or_a_clean_shutdown_leaves_nothing_to_tell(tmp_path):

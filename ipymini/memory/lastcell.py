@@ -26,6 +26,8 @@ _HEADER = struct.Struct("<8sII")  # magic, version, pid
 _SAMPLE = struct.Struct("<dQQQq")  # time, used, limit, kernel's anonymous memory, OOM kills (-1: ?)
 _SAMPLE_AT = 16
 _SOURCE_AT, _SOURCE_MAX = 56, 190  # u16 length, then the limit's source (utf-8)
+_KILLS_AT_START = struct.Struct("<q")  # at 248: the OOM kills of the last sample when a cell began
+_KILLS_AT_START_AT = 248
 _CELL = struct.Struct("<IIdH")  # state (1: running), execution count, started (time.time()), length
 _SLOTS = (256, 768)  # the parent shell's cell, the latest subshell cell
 _LINE_MAX = 400
@@ -61,17 +63,22 @@ class LastCell:
         finally:
             os.close(fd)
         _HEADER.pack_into(self._map, 0, MAGIC, 1, os.getpid())
+        for at in (_SAMPLE_AT + 32, _KILLS_AT_START_AT):  # no kill count known yet
+            _KILLS_AT_START.pack_into(self._map, at, -1)
         self._source = b""
 
-    def notice(self, oom_kills_now: int | None = None) -> str | None:
+    def notice(self, oom_kills_now: dict[str, int] | None = None) -> str | None:
         """What to tell the user about the previous kernel on this connection file, if it died while
-        running a cell (`oom_kills_now`: its cgroup's OOM kill count now, if known)."""
-        return _notice(self.previous, oom_kills_now)
+        running a cell (`oom_kills_now`: each limit's OOM kill count now, by its source, where known)."""
+        return _notice(self.previous, oom_kills_now or {})
 
     def cell_started(self, slot: int, count: int, code: str) -> None:
         line = first_line(code).encode("utf-8", "replace")[:_LINE_MAX]
         at = _SLOTS[slot]
         m = self._map
+        # the kill count as the cell begins (no system call: the last sample's): should the last
+        # sample before a death already count the kill, the notice still says it happened
+        m[_KILLS_AT_START_AT:_KILLS_AT_START_AT + 8] = m[_SAMPLE_AT + 32:_SAMPLE_AT + 40]
         m[at + _CELL.size:at + _CELL.size + len(line)] = line
         _CELL.pack_into(m, at, _RUNNING, count, time.time(), len(line))
 
@@ -96,7 +103,7 @@ class LastCell:
             pass
 
 
-def _notice(data: bytes, oom_kills_now: int | None) -> str | None:
+def _notice(data: bytes, oom_kills_now: dict[str, int]) -> str | None:
     """What to tell the user about the kernel that left `data`, if it died running a cell."""
     if len(data) < SIZE or not data.startswith(MAGIC):
         return None
@@ -118,8 +125,11 @@ def _notice(data: bytes, oom_kills_now: int | None) -> str | None:
         text += (f"\n  At its last memory sample ({max(stamp - started, 0):.1f} s into the cell) the kernel "
                  f"held {human(kernel)}, and {human(used)} of the {human(limit)} limit ({source}) "
                  "was in use.")
-        if oom_kills_now is not None and 0 <= kills < oom_kills_now:
-            text += (f" Since then the cgroup's OOM killer has killed {oom_kills_now - kills} "
-                     f"process{'es' if oom_kills_now - kills > 1 else ''}.")
+        (at_start,) = _KILLS_AT_START.unpack_from(data, _KILLS_AT_START_AT)
+        before = min((k for k in (kills, at_start) if k >= 0), default=-1)
+        now = oom_kills_now.get(source)
+        if now is not None and 0 <= before < now:
+            text += (f" Since then the cgroup's OOM killer has killed {now - before} "
+                     f"process{'es' if now - before > 1 else ''}.")
     text += "\n  Its variables are gone: this is a new kernel.\n"
     return text

@@ -64,10 +64,9 @@ class MemoryGuard:
         self._stopped_cell = False  # this guard stopped the running cell
         self.stops = 0  # cells stopped with MemoryError
         self._next_trim, self._trim_every = 0.0, TRIM_EVERY  # (see _trim_when_idle)
-        oom_kills = None
-        if self.last is not None:
-            oom_kills = limits.budgets[self.last.worst].oom_kills()
-        self._notice = record.notice(oom_kills) if record is not None else None
+        kills = {b.source: b.oom_kills() for b in limits.budgets} if limits is not None else {}
+        self._notice = record.notice({source: n for source, n in kills.items() if n is not None}) \
+            if record is not None else None
 
     def start(self) -> None:
         if self.limits is None:
