@@ -341,17 +341,21 @@ def test_the_next_kernel_says_which_cell_died(guarded):
 
 @pytest.mark.parametrize("guarded", ["cgroup"], indirect=True)
 @guard_on
+@pytest.mark.timeout(240)
 def test_a_kernel_killed_by_the_oom_killer_is_reported_by_the_next(guarded):
     """What the guard cannot catch: memory reserved earlier and filled by one C call. The kernel dies
     (the cgroup's OOM killer), and the next one says so."""
     k, cg = guarded.k, guarded.cgroup
     kills = cg.oom_kills()
+    started = time.monotonic()
     k.kc.execute(f"z = np.zeros({2 * CGROUP_LIMIT // 8})\nz[:] = 1")
-    assert _wait_dead(k, 60), "the kernel survived a fill it cannot stop"
-    assert cg.oom_kills() > kills
+    # (with both cores busy the cgroup can thrash on file pages for a while before its OOM killer acts)
+    assert _wait_dead(k, 100), "the kernel survived a fill it cannot stop"
+    died_after = time.monotonic() - started
+    assert cg.oom_kills() > kills, (kills, cg.oom_kills(), died_after)
     notice = _restart_and_first_output(k)
-    assert "The previous kernel died while running cell [" in notice and "z = np.zeros(" in notice
-    assert "OOM killer has killed" in notice
+    assert "The previous kernel died while running cell [" in notice and "z = np.zeros(" in notice, notice
+    assert "OOM killer has killed" in notice, (kills, cg.oom_kills(), died_after, notice)
     k.run_ok(SETUP, timeout=60)
 
 
