@@ -120,7 +120,7 @@ class Kernel(IPyKernelAPI):
         self.output.start()
         comms.install(self.comm_manager)
         self.memory = memory.guard_for(self.app.connection_file, self._cells_computing,
-                                       lambda: self.interrupts.stop_cells(MemoryError),
+                                       lambda threads: self.interrupts.stop_cells(MemoryError, threads),
                                        self.interrupts.memory_stop_pending)
         self.bridge = Bridge(self.app, KernelServices(
             publisher=self.publisher, request_input=self.stdin.request_input,

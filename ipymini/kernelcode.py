@@ -4,7 +4,9 @@ An interrupt (SIGINT on the main thread, `PyThreadState_SetAsyncExc` on a subshe
 completion timeout (SIGALRM) raises wherever the thread happens to be. Landing in kernel code could leak
 a lock or a half-made state change, so the kernel marks its functions: `calls_user_code` for the ones that
 run user code (an exception may land in what they call), `interruptible` for waits that hold no kernel
-state; `in_kernel_code(frame)` says whether a frame is somewhere an exception must not land now.
+state; `in_kernel_code(frame)` says whether a frame is somewhere an exception must not land now, and
+`in_users_own_code(frame)` whether it is the user's own code (not a library's), for exceptions raised
+into threads of the user's.
 
 Every layer marks its functions here (the output path, the shell, the scheduling package that raises
 the exceptions), so this module sits below them all.
@@ -14,6 +16,8 @@ Must not import: ipymini (it is the bottom layer: the standard library only).
 from __future__ import annotations
 
 import os
+import site
+import sysconfig
 
 # the ipymini package: every module of it is kernel code
 KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -54,3 +58,41 @@ def in_kernel_code(frame) -> bool:
             return f is frame or code not in _CALLS_USER_CODE
         f = f.f_back
     return False
+
+
+def _installed_code_dirs() -> tuple:
+    """Where the Python installation's own code and installed packages live."""
+    dirs = {KERNEL_DIR}
+    for scheme in {sysconfig.get_default_scheme(), "posix_prefix", "posix_user"}:
+        try:
+            paths = sysconfig.get_paths(scheme)
+        except KeyError:
+            continue
+        dirs.update(paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths)
+    try:
+        dirs.update(site.getsitepackages())
+    except AttributeError:  # (a virtualenv's old site.py)
+        pass
+    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs if d)
+
+
+_installed: tuple | None = None  # (made at the first look: sysconfig's paths)
+_users_files: dict[str, bool] = {}  # file name -> whether it is the user's own
+
+
+def in_users_own_code(frame) -> bool:
+    """Whether `frame` runs the user's own code: a cell, or a file outside the Python installation,
+    its packages and the kernel. An asynchronous exception landing in library code run by a thread of
+    the user's (a pool's worker taking its shut-down sentinel off the queue) can wedge that library;
+    landing in the user's own code, it is the user's code that fails."""
+    if frame is None:
+        return False
+    global _installed
+    name = frame.f_code.co_filename
+    own = _users_files.get(name)
+    if own is None:
+        if _installed is None:
+            _installed = _installed_code_dirs()
+        own = bool(name) and not name.startswith("<") and not os.path.realpath(name).startswith(_installed)
+        _users_files[name] = own
+    return own

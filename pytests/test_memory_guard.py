@@ -30,6 +30,17 @@ SAFETY = 2 << 30  # the cgroup around the setting's kernel
 INTACT = "The kernel and its variables are intact"
 SETTLE = 30  # seconds for the memory to come back (a pool's tasks finish after the cell)
 
+RAW_THREADS = """import threading
+def fill(parts):
+    while True:
+        parts.append(bytearray({size}))
+def run():
+    threads = [threading.Thread(target=fill, args=([],)) for _ in range({threads})]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+run()"""
 PATTERNS = {
     # the issue's cell: a Python loop (a comprehension) growing a list
     "list_comprehension": "x = [bytearray(10**6) for _ in range(3000)]",
@@ -40,9 +51,10 @@ PATTERNS = {
     "thread_pool": "from concurrent.futures import ThreadPoolExecutor\n"
                    "with ThreadPoolExecutor(4) as pool:\n"
                    "    parts = list(pool.map(lambda i: np.ones(10**7), range(40)))",
-    # Not here: four raw threads each filling a list of 10 MB bytearrays ("many threads allocating").
-    # With the two cores busy, about one fresh kernel in ten is still killed in the 1 GiB cgroup, and
-    # the cell sometimes ends `ok` with every thread dead of MemoryError (DEVLOG, session 7).
+    # raw threads allocating at once: four filling lists of 10 MB bytearrays, eight of 1 MB ones (these
+    # hung the kernel in a start-up that died, and refilled each other's freed arenas: DEVLOG session 10)
+    "raw_threads": RAW_THREADS.format(threads=4, size="10**7"),
+    "many_raw_threads": RAW_THREADS.format(threads=8, size="10**6"),
     "c_extension_loop": "s = list(map(str, range(5 * 10**7)))",  # one C call, many allocations
 }
 SETUP = "import numpy as np, pandas as pd\nkeep = 41\nbefore = list(range(1000))"

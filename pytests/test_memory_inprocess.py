@@ -4,8 +4,10 @@ memory back, and glibc's account of its reusable memory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,13 +265,23 @@ def test_malloc_info_is_read_from_glibc(monkeypatch):
 
 
 class _RoomyBound:
-    """Stands in for AddressBound: always room, armed, counting user threads already."""
+    """Stands in for AddressBound: armed, counting user threads already, `room` left (lifts change
+    nothing)."""
 
     armed = True
     counting_threads = True
+    stopping_cell = False
+    room = 1 << 40
 
     def headroom(self):
-        return 1 << 40
+        return self.room
+
+    @contextlib.contextmanager
+    def lifted(self, room=None):
+        yield
+
+    def note_user_thread(self, thread):
+        pass
 
 
 def test_a_started_thread_stays_a_method_of_its_thread_for_debuggers():
@@ -313,3 +325,100 @@ def test_a_thread_whose_start_up_fails_raises_in_start_instead_of_hanging(monkey
     t = FailsAtStartUp(target=lambda: None)
     with pytest.raises(MemoryError, match="start-up"):
         t.start()
+
+
+def _start_name():
+    import threading
+    return "_start_joinable_thread" if hasattr(threading, "_start_joinable_thread") else "_start_new_thread"
+
+
+@pytest.mark.parametrize("why", ["the cell is being stopped", "no room is left"])
+def test_a_thread_that_dies_before_its_python_code_runs_does_not_hang_start(monkeypatch, why):
+    """A new thread whose first frame's memory is refused dies in C ("Exception ignored in thread
+    started by"), never saying it started: Thread.start gives up on it when memory is short and
+    raises MemoryError (this hung a kernel: eight raw threads filling the 1 GiB cgroup)."""
+    import threading
+
+    from ipymini.memory import bound
+
+    short = _RoomyBound()
+    if why == "no room is left":
+        short.room = 0
+
+    def dies_at_once(function, *args, **kwargs):
+        short.stopping_cell = why == "the cell is being stopped"  # (its other threads died)
+        return 12345  # the OS thread began and ended: the function never ran
+
+    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(short, dies_at_once))
+    t = threading.Thread(target=lambda: None)
+    began = time.monotonic()
+    with pytest.raises(MemoryError, match="start-up"):
+        t.start()
+    assert time.monotonic() - began < 5
+
+
+def test_a_thread_that_begins_after_start_gave_up_on_it_does_not_run(monkeypatch):
+    import _thread
+    import threading
+
+    from ipymini.memory import bound
+
+    short = _RoomyBound()
+    short.room = 0
+    entered = threading.Event()
+
+    def begins_late(function, *args, **kwargs):
+        def late():
+            time.sleep(bound.GIVE_UP_AFTER + 0.5)
+            function()
+            entered.set()
+        return _thread.start_new_thread(late, ())
+
+    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(short, begins_late))
+    ran = []
+    t = threading.Thread(target=lambda: ran.append(1))
+    with pytest.raises(MemoryError):
+        t.start()
+    assert entered.wait(10)
+    assert ran == [] and not t.is_alive()
+
+
+def test_a_slow_thread_is_waited_for_while_memory_is_not_short(monkeypatch):
+    import _thread
+    import threading
+
+    from ipymini.memory import bound
+
+    def begins_late(function, *args, **kwargs):
+        def late():
+            time.sleep(bound.GIVE_UP_AFTER + 0.5)
+            function()
+        return _thread.start_new_thread(late, ())
+
+    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(_RoomyBound(), begins_late))
+    ran = []
+    t = threading.Thread(target=lambda: ran.append(1))
+    t.start()
+    t.join(10)
+    assert ran == [1]
+
+
+def test_a_cell_being_stopped_for_memory_starts_no_more_threads(monkeypatch):
+    """Once the guard stops a cell, its next Thread.start raises MemoryError at once (the stop itself
+    may have landed in the kernel's code, and the cell would end `ok`)."""
+    import threading
+
+    from ipymini.memory import bound
+
+    stopping = _RoomyBound()
+    stopping.stopping_cell = True
+    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(stopping, getattr(threading, _start_name())))
+    ran = []
+    t = threading.Thread(target=lambda: ran.append(1))
+    with pytest.raises(MemoryError, match="being stopped"):
+        t.start()
+    stopping.stopping_cell = False
+    t = threading.Thread(target=lambda: ran.append(2))
+    t.start()
+    t.join(10)
+    assert ran == [2]

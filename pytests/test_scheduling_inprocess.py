@@ -373,6 +373,50 @@ def test_stop_cells_raises_memoryerror_in_user_code_and_is_never_an_interrupt(in
     assert [w.interrupted for w in interrupts.subs] == [0, 0]
 
 
+def test_the_memory_signal_is_not_sent_while_the_main_thread_runs_kernel_code(interrupts, monkeypatch):
+    """With the memory full, even calling a signal handler can fail, and that MemoryError lands
+    wherever the main thread is: the guard's thread looks first, and while the main thread runs the
+    kernel's code the stop stays pending without a signal (the guard asks again at its next sample)."""
+    sent = []
+    monkeypatch.setattr(interrupts_module.signal, "pthread_kill", lambda ident, sig: sent.append(sig))
+    interrupts.main.executing = True
+    where = {}
+    monkeypatch.setattr(interrupts_module.sys, "_current_frames",
+                        lambda: {interrupts.main_thread_ident: where["frame"]})
+
+    def from_the_guards_thread():
+        t = threading.Thread(target=interrupts.stop_cells, args=(MemoryError,))
+        t.start()
+        t.join(10)
+
+    where["frame"] = kernel_frame()
+    from_the_guards_thread()
+    assert sent == [] and interrupts.memory_stop_pending()
+    where["frame"] = sys._getframe()  # user code (a test's own frame)
+    from_the_guards_thread()
+    assert sent == [MEMORY_SIGNAL]
+
+
+def test_no_memory_in_a_signal_handler_never_lands_an_error_where_it_interrupted(interrupts):
+    """The memory guard's signal comes when memory is full: a MemoryError from the handler's own work
+    would land in what it interrupted (a lock the output code just took, held for ever: a wedge seen
+    with eight threads filling memory). The stop stays pending instead; a SIGINT is dropped."""
+    interrupts.main.executing = True
+
+    def no_memory():
+        raise MemoryError
+
+    interrupts.debugger_slot[0] = SimpleNamespace(in_debugger=lambda frame: no_memory())
+    interrupts._memory_error = MemoryError
+    lands_nothing(interrupts._on_memory_signal, MEMORY_SIGNAL, sys._getframe())
+    assert interrupts.memory_stop_pending()
+    lands_nothing(interrupts._on_sigint, signal.SIGINT, sys._getframe())
+    interrupts.debugger_slot[0] = None
+    with pytest.raises(MemoryError):  # memory again: it lands in the cell's code
+        interrupts._on_memory_signal(MEMORY_SIGNAL, sys._getframe())
+    assert not interrupts.memory_stop_pending()
+
+
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="signal handlers are installed on the main thread only")
 def test_a_real_sigint_reaches_a_cell_computing_on_the_main_thread():
@@ -534,3 +578,63 @@ def test_a_sigint_landing_while_the_main_thread_looks_up_a_subshell_still_lists_
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "worker a [['worker a']]\n"
+
+
+def _users_function(source: str, name: str):
+    """A function compiled as a cell's code is (a file of the user's, outside the installation)."""
+    import tempfile
+    namespace = {"time": time}
+    exec(compile(source, tempfile.gettempdir() + "/ipymini_test/users_cell.py", "exec"), namespace)
+    return namespace[name]
+
+
+def test_only_the_users_own_code_is_the_users():
+    from ipymini import kernelcode
+
+    loop = _users_function("def here():\n    import sys\n    return sys._getframe()\n", "here")
+    assert kernelcode.in_users_own_code(loop())
+    assert not kernelcode.in_users_own_code(None)
+    library = SimpleNamespace(f_code=queue.Queue.get.__code__)  # the standard library
+    assert not kernelcode.in_users_own_code(library)
+    kernel = SimpleNamespace(f_code=Interrupts.stop_cells.__code__)
+    assert not kernelcode.in_users_own_code(kernel)
+    assert not kernelcode.in_users_own_code(SimpleNamespace(f_code=compile("0", "<string>", "eval")))
+    assert not kernelcode.in_users_own_code(SimpleNamespace(f_code=pytest.raises.__code__))  # a package
+
+
+@pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(), reason="with the GIL only")
+def test_stop_cells_raises_in_the_users_threads_in_their_own_code_only(interrupts, monkeypatch):
+    """The memory guard's stop reaches the threads a cell started: one looping in the cell's code gets
+    MemoryError; one waiting in a library (a pool's worker on its queue) is left alone."""
+    monkeypatch.setattr(interrupts_module.signal, "pthread_kill", lambda ident, sig: None)
+    spin = _users_function("def spin(stop):\n    while not stop.is_set():\n        time.sleep(0.001)\n", "spin")
+    stop, died = threading.Event(), []
+    work = queue.Queue()
+
+    def users():
+        try:
+            spin(stop)
+        except MemoryError:
+            died.append("users")
+
+    def waits():
+        try:
+            work.get(timeout=30)
+        except MemoryError:
+            died.append("library")
+
+    threads = [threading.Thread(target=users, daemon=True), threading.Thread(target=waits, daemon=True)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while sys._current_frames()[threads[1].ident].f_code is waits.__code__:  # (not in the queue yet)
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    while not died and time.monotonic() < deadline:
+        interrupts.stop_cells(MemoryError, threads)
+        time.sleep(0.005)
+    work.put(None)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert died == ["users"]

@@ -65,3 +65,24 @@ def test_an_interrupt_set_as_the_cell_ends_does_not_land_after_it(monkeypatch):
     thread.join(10)
     assert "after the cell" not in landed, landed
     assert len(landed) <= 1
+
+
+@pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(), reason="with the GIL only")
+def test_a_users_thread_that_moved_on_during_the_look_is_not_raised_into(monkeypatch):
+    """Looking at a thread's code can let it run (the first look at a file name reads the file system,
+    releasing the GIL): a thread no longer in the frame that was looked at is left alone, or the
+    exception would land in whatever it runs now (the kernel's output code taking a lock: a wedge)."""
+    stop, seen = threading.Event(), []
+    thread = threading.Thread(target=stop.wait, args=(30,), daemon=True)
+    thread.start()
+    here, elsewhere = sys._getframe(), sys._getframe().f_back
+    frames = iter([{thread.ident: here}, {thread.ident: elsewhere}])
+    monkeypatch.setattr(thread_interrupt.sys, "_current_frames", lambda: next(frames))
+    monkeypatch.setattr(thread_interrupt, "in_users_own_code", lambda frame: seen.append(frame) or True)
+    monkeypatch.setattr(thread_interrupt, "in_kernel_code", lambda frame: False)
+    try:
+        assert thread_interrupt.raise_in_users_thread(thread, MemoryError) is False
+        assert seen == [here]
+    finally:
+        stop.set()
+        thread.join(10)

@@ -5,7 +5,7 @@ Owns: knowing the limit (`limits`: cgroups, the machine, IPYMINI_MEMORY_LIMIT), 
 (`watcher`), giving memory back after (`recovery`), and the record that tells the next kernel which cell
 was running when this one died (`lastcell`).
 Must not import: IPython, ipymini.kernel, ipymini.protocol, ipymini.scheduling (the kernel, the
-sockets, the scheduling package). The kernel hands it `cells_computing()` and `stop_cells()`, and the
+sockets, the scheduling package). The kernel hands it `cells_computing()` and `stop_cells(threads)`, and the
 bridge calls `describe` and `after_memory_error`.
 """
 
@@ -32,7 +32,7 @@ __all__ = ["MemoryGuard", "guard_for", "off"]
 
 
 def guard_for(connection_file: str, cells_computing: Callable[[], bool],
-              stop_cells: Callable[[], None], stop_pending: Callable[[], bool]) -> MemoryGuard:
+              stop_cells: Callable[[list], None], stop_pending: Callable[[], bool]) -> MemoryGuard:
     """The kernel's guard, not started yet: its limits from the cgroups, the machine and the setting;
     its record beside `connection_file` (none without one). See MemoryGuard for the callables."""
     record = None
@@ -55,4 +55,4 @@ def guard_for(connection_file: str, cells_computing: Callable[[], bool],
 
 def off() -> MemoryGuard:
     """A guard that does nothing (before the kernel runs; in-process tests)."""
-    return MemoryGuard(None, None, lambda: False, lambda: None)
+    return MemoryGuard(None, None, lambda: False, lambda threads: None)

@@ -42,12 +42,16 @@ import functools
 import logging
 import os
 import resource
+import sys
+import _thread
 import threading
+import time
 import types
 import weakref
 from contextlib import contextmanager
 
 from ipymini import patches
+from ipymini.kernelcode import calls_user_code, in_kernel_code
 from ipymini.memory import mallocstate
 from ipymini.patches import after_import
 
@@ -78,6 +82,21 @@ class AddressBound:
         self._wanted: int | None = None  # the soft limit the guard asks for (None: the original)
         self._applied: int | None = None
         self.counting_threads = False  # the last bound counted malloc's free memory in full
+        self.stopping_cell = False  # the guard is stopping the running cell for memory
+        self._user_threads: list = []  # (when, Thread) started by the user's code, alive at the last look
+
+    def note_user_thread(self, thread: threading.Thread) -> None:
+        """A thread the user's code (a cell, or a thread of its) started just now."""
+        now = time.monotonic()
+        with self._lock:
+            self._user_threads = [(t, th) for t, th in self._user_threads if th.is_alive()]
+            self._user_threads.append((now, thread))
+
+    def user_threads_since(self, since: float) -> list:
+        """The user's threads started at or after `since` (time.monotonic()) and still alive."""
+        with self._lock:
+            self._user_threads = [(t, th) for t, th in self._user_threads if th.is_alive()]
+            return [th for t, th in self._user_threads if t >= since]
 
     def cell_began(self, data: int, anon: int) -> None:
         """A cell starts: what is mapped and not resident now is not its doing."""
@@ -211,37 +230,75 @@ def install(bound: AddressBound) -> None:
 def _starting_threads(bound: AddressBound, original):
     @functools.wraps(original)
     def start_thread(function, *args, **kwargs):
+        users = not in_kernel_code(sys._getframe(1))
+        if bound.stopping_cell and users:
+            # the guard is stopping this cell (one of its threads died of MemoryError, most likely):
+            # its MemoryError, should it land in the kernel's code while a thread starts, would be
+            # late, and the cell could end `ok` with its threads dead
+            raise MemoryError("can't start new thread: this cell is being stopped for want of memory")
         thread = getattr(function, "__self__", None)  # threading.Thread's bootstrap, or None
         started = getattr(thread, "_started", None)
-        failed = [None]  # (allocated now: the failing start-up may have no memory to spare)
+        start_up = _StartUp()  # (made now: a failing start-up may have no memory to spare)
         if started is not None:
-            function = _reporting_failure(function, failed)
+            function = _reporting_failure(function, start_up)
+        handle = kwargs.get("handle")  # 3.13+: tells whether the thread has ended
         if bound.headroom() > 2 * THREAD_ROOM:  # most starts: one read of statm
             try:
                 ident = original(function, *args, **kwargs)
             except RuntimeError:  # "can't start new thread": the room went meanwhile (3.13 cannot
-                if not bound.armed or "handle" in kwargs:  # try again with the same handle)
+                if not bound.armed or handle is not None:  # try again with the same handle)
                     raise
             else:
-                _started(bound, thread, started, failed)
+                _started(bound, thread, started, start_up, handle)
+                if users and thread is not None:
+                    bound.note_user_thread(thread)
                 return ident
         with bound.lifted(THREAD_ROOM):
             ident = original(function, *args, **kwargs)
             # and until the thread has started, so that its start-up has room too
-            _started(bound, thread, started, failed)
-            return ident
+            _started(bound, thread, started, start_up, handle)
+        if users and thread is not None:
+            bound.note_user_thread(thread)
+        return ident
     return start_thread
 
 
-def _reporting_failure(bootstrap, failed: list):
-    """`bootstrap` (Thread._bootstrap), noting in `failed[0]` an exception that ends it. One raised before
-    the thread says it started (a MemoryError in its start-up) would leave Thread.start waiting for
-    ever: `_started` raises it in the starting thread instead."""
+class _StartUp:
+    """Between Thread.start and the thread it starts: what ended the thread's start-up, and whether
+    the thread got as far as our wrapper (`enter`) before Thread.start gave up on it (`abandon`)."""
+
+    __slots__ = ("error", "_entered", "_abandoned", "_lock")
+
+    def __init__(self):
+        self.error: BaseException | None = None
+        self._entered = self._abandoned = False
+        self._lock = _thread.allocate_lock()
+
+    def enter(self) -> bool:
+        """In the new thread, first thing: False if Thread.start has given up on it (it must not run)."""
+        with self._lock:
+            self._entered = not self._abandoned
+            return self._entered
+
+    def abandon(self) -> bool:
+        """In the starting thread: give up on a thread that has not entered yet (True), for good."""
+        with self._lock:
+            self._abandoned = not self._entered
+            return self._abandoned
+
+
+def _reporting_failure(bootstrap, start_up: _StartUp):
+    """`bootstrap` (Thread._bootstrap), noting in `start_up` that it began and an exception that ends
+    it. One raised before the thread says it started (a MemoryError in its start-up) would leave
+    Thread.start waiting for ever: `_started` raises it in the starting thread instead."""
+    @calls_user_code  # (a MemoryError the guard raises into the thread may land in what it runs)
     def bootstrap_reporting(thread, *args, **kwargs):
+        if not start_up.enter():
+            return  # Thread.start raised already: the thread does not run
         try:
             bootstrap(*args, **kwargs)
         except BaseException as e:
-            failed[0] = e
+            start_up.error = e
             raise
     # still a method of the Thread: debugpy finds the thread it starts through `__self__` (and so
     # keeps the kernel's own threads, marked `is_pydev_daemon_thread`, out of the debugger's list)
@@ -260,15 +317,31 @@ def _raise_start_up_failure(error: BaseException) -> None:
     raise RuntimeError("can't start new thread: its start-up failed") from error
 
 
-def _started(bound: AddressBound, thread, started, failed: list) -> None:
+GIVE_UP_AFTER = 0.5  # seconds a thread may take to begin while memory is short
+
+
+def _started(bound: AddressBound, thread, started, start_up: _StartUp, handle=None) -> None:
     """Wait until a threading.Thread has started (Thread.start waits for it next anyway), or raise
-    what ended its start-up. The first thread of the user's re-arms the bound at once: malloc's free
-    memory, which threads refill with no new mapping, then counts as used in full."""
+    what ended its start-up.
+
+    A thread can also die before any of its Python code runs (its first frame's memory refused: the
+    interpreter only prints "Exception ignored in thread started by"), and Thread.start would wait for
+    ever: when it has ended (3.13+ can tell) or has not begun after GIVE_UP_AFTER while the cell is
+    being stopped for memory or the bound leaves no room for it, Thread.start raises MemoryError, and
+    the thread, should it begin later, does not run.
+    The first thread of the user's re-arms the bound at once: malloc's free memory, which threads
+    refill with no new mapping, then counts as used in full."""
     if started is None:
         return
+    waited = 0.0
     while not started.wait(0.05):
-        if failed[0] is not None and not started.is_set():
-            _raise_start_up_failure(failed[0])
+        waited += 0.05
+        if start_up.error is not None and not started.is_set():
+            _raise_start_up_failure(start_up.error)
+        ended = handle is not None and getattr(handle, "is_done", lambda: False)()
+        short = waited >= GIVE_UP_AFTER and (bound.stopping_cell or bound.headroom() < THREAD_ROOM)
+        if (ended or short) and not started.is_set() and start_up.abandon():
+            raise MemoryError("can't start new thread: no memory was left for its start-up")
     if not thread.daemon and bound.armed and bound.counting_threads is False:
         bound.counting_threads = True
         try:

@@ -39,11 +39,12 @@ def clear_frames(exc: BaseException | None) -> None:
     tracebacks themselves: a frame also keeps its function alive, and so the closure cells the function
     shares with its caller (`Executor.map`'s list of futures, say)."""
     for e in _chain(exc):
-        _clear_traceback(e.__traceback__)
+        clear_traceback(e.__traceback__)
         e.__traceback__ = None
 
 
-def _clear_traceback(tb) -> None:
+def clear_traceback(tb) -> None:
+    """Drop the locals of the frames in `tb` that have finished (see _drop_locals)."""
     while tb is not None:
         _drop_locals(tb.tb_frame)
         tb = tb.tb_next
@@ -84,7 +85,7 @@ def forget(exc: BaseException | None) -> None:
     clear_frames(exc)
     for name in ("last_value", "last_exc"):
         clear_frames(getattr(sys, name, None))
-    _clear_traceback(getattr(sys, "last_traceback", None))
+    clear_traceback(getattr(sys, "last_traceback", None))
     patches.assign(sys, "last_traceback", None)  # (%tb and %debug have nothing to show for this error)
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger("ipymini")
 
 RATE = 8 << 30  # bytes a second: the fastest a cell is assumed to fill memory
 MIN_INTERVAL, MAX_INTERVAL = 0.002, 0.5  # seconds between samples
+FOLLOW_INTERVAL = 0.01  # between samples while a stopped cell has not shown its MemoryError yet
 GROWTH_MIN = 16 << 20  # a cell is stopped only if the kernel grew this much since it started
 TRIM_OVER = 32 << 20  # memory malloc holds free, past which it is returned while idle
 TRIM_EVERY, TRIM_BACKOFF = 1.0, 64.0  # seconds between such trims; up to this when they free little
@@ -38,18 +39,21 @@ class MemoryGuard:
     """The guard of one kernel (see the module docstring); `limits` None: off (the record stays)."""
 
     def __init__(self, limits: Limits | None, record: LastCell | None,
-                 cells_computing: Callable[[], bool], stop_cells: Callable[[], None],
+                 cells_computing: Callable[[], bool], stop_cells: Callable[[list], None],
                  stop_pending: Callable[[], bool] = lambda: False):
-        """`cells_computing()`: whether a cell computes now, on any shell; `stop_cells()`: raise
-        MemoryError in every cell computing, in its own code; `stop_pending()`: whether one asked for
-        has not landed yet (it came while the kernel's own code ran)."""
+        """`cells_computing()`: whether a cell computes now, on any shell; `stop_cells(threads)`: raise
+        MemoryError in every cell computing and in `threads` (the user's, started since the running
+        cells began), in their own code; `stop_pending()`: whether one asked for has not landed yet
+        in a cell (it came while the kernel's own code ran)."""
         self.limits = limits
         self.record = record
         self._computing = cells_computing
-        self._stop_cells = stop_cells
+        self._stop_cells_and = stop_cells
+        self._cells_began: dict[int, float] = {}  # 0: the parent shell's cell, 1: a subshell's
         self._stop_pending = stop_pending
         self._lock = threading.Lock()  # one sample and its bound at a time
-        self._stopped = threading.Event()
+        self._closing = False
+        self._wake = threading.Event()  # set at shutdown, and by a stop asked from another thread
         self._thread: threading.Thread | None = None
         self.bound = AddressBound(self._sample_and_bound, limits.mapped) if limits is not None else None
         self.last: Sample | None = limits.sample() if limits is not None else None
@@ -62,6 +66,7 @@ class MemoryGuard:
         self._grant = 0  # room given to show and recover from a MemoryError
         self._showing = False  # the running cell's MemoryError is being shown: no more stops
         self._stopped_cell = False  # this guard stopped the running cell
+        self._stop_asked = False  # a thread that died of MemoryError could not stop the cell itself
         self.stops = 0  # cells stopped with MemoryError
         self._next_trim, self._trim_every = 0.0, TRIM_EVERY  # (see _trim_when_idle)
         kills = {b.source: b.oom_kills() for b in limits.budgets} if limits is not None else {}
@@ -81,7 +86,8 @@ class MemoryGuard:
 
     def stop(self) -> None:
         """At shutdown: the thread ends, the bound goes, the record is removed."""
-        self._stopped.set()
+        self._closing = True
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(2)
         if self.bound is not None:
@@ -95,7 +101,11 @@ class MemoryGuard:
 
     def _run(self) -> None:
         interval = 0.0
-        while not self._stopped.wait(interval):
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._closing:
+                return
             try:
                 interval = self._tick()
             except MemoryError:
@@ -110,11 +120,19 @@ class MemoryGuard:
         self._cell_samples += computing
         if not computing and self.bound.reusable > TRIM_OVER and recovery.no_user_threads():
             self._trim_when_idle(s)
-        if computing and self._stopped_cell and not self._showing and self._stop_pending():
-            self._stop_cells()  # (a thread's MemoryError asked once, while the kernel's code ran)
-            return MIN_INTERVAL
+        follow = MAX_INTERVAL
+        if self._stop_asked:
+            self._stop_asked = False
+            if computing and not self._showing:
+                self._stop()
+                return MIN_INTERVAL
+        if computing and self._stopped_cell and not self._showing:
+            if self._stop_pending():
+                self._stop_cells()  # (it came while the kernel's own code ran)
+                return MIN_INTERVAL
+            follow = FOLLOW_INTERVAL  # until the cell shows its MemoryError, see that it landed
         if s.spare >= 0:
-            return min(max(s.spare / RATE, MIN_INTERVAL), MAX_INTERVAL)
+            return min(max(s.spare / RATE, MIN_INTERVAL), follow)
         if not computing:
             return 0.05  # over, and idle: memory the user's variables hold
         if s.kernel_anon - self._base < GROWTH_MIN or self._showing:
@@ -127,7 +145,19 @@ class MemoryGuard:
         if not self._stopped_cell:
             self.stops += 1
             self._stopped_cell = True
+        self.bound.stopping_cell = True  # (a thread the cell is starting may never begin: see bound)
         self._stop_cells()
+        if threading.current_thread() is not self._thread:
+            self._wake.set()  # (a thread died of MemoryError): should the stop land in the kernel's
+            # code, the watcher asks again within FOLLOW_INTERVAL rather than at its next sample
+
+    def _stop_cells(self) -> None:
+        """MemoryError into the running cells, and into the threads their code started: a cell's
+        threads allocating at once refill memory malloc freed (one thread's arena taken by another
+        whose own could not grow) with no new mapping, which the bound cannot refuse."""
+        began = self._cells_began.values()
+        since = min(began) if began else time.monotonic()
+        self._stop_cells_and(self.bound.user_threads_since(since))
 
     def _trim_when_idle(self, s: Sample) -> None:
         """Between cells, free memory malloc holds goes back to the system (a `del` of a big list, the
@@ -163,9 +193,17 @@ class MemoryGuard:
     def _thread_failed(self, excepthook):
         def thread_failed(args):
             """A thread that dies of MemoryError while a cell runs (the cell's own, most likely, which
-            allocated until the bound refused) stops the cell too: it could not have done its work."""
-            if issubclass(args.exc_type, MemoryError) and not self._showing and self._computing():
-                self._stop()
+            allocated until the bound refused) stops the cell too: it could not have done its work.
+            What its frames held is let go first: printing its traceback needs memory, and so do the
+            kernel's own threads (several threads dying at once print while memory is full)."""
+            if issubclass(args.exc_type, MemoryError):
+                recovery.clear_traceback(args.exc_traceback)
+                if not self._showing and self._computing():
+                    try:
+                        self._stop()
+                    except MemoryError:  # (nothing left even for that): the watcher stops it
+                        self._stop_asked = True
+                        self._wake.set()
             excepthook(args)
         return thread_failed
 
@@ -175,12 +213,14 @@ class MemoryGuard:
         """A cell starts; returns, once, what to tell the user about a previous kernel's death."""
         if self.record is not None:
             self.record.cell_started(0 if parent else 1, count, code)
+        self._cells_began[0 if parent else 1] = time.monotonic()
         last = self.last
         if last is not None:
             self._base, self._peak_base = last.kernel_anon, last.peak_resident
             self._peak, self._start, self._cell_samples = [0] * len(last.used), last.used, 0
             self._start_unused = self.bound.unused
             self.bound.cell_began(last.data, last.kernel_anon)
+            self.bound.stopping_cell = False
             self._showing = self._stopped_cell = False
         notice = self._notice
         if notice is not None:
@@ -190,6 +230,7 @@ class MemoryGuard:
     def cell_ended(self, parent: bool) -> None:
         if self.record is not None:
             self.record.cell_ended(0 if parent else 1)
+        self._cells_began.pop(0 if parent else 1, None)
         last = self.last
         if last is not None and last.spare < 0:  # past the margin: what the cell freed (`del`) goes
             # back now, and the kernel's own work gets its room

@@ -18,6 +18,7 @@ import logging
 import os
 import select
 import threading
+import time
 
 from ipymini import patches, settings
 from ipymini.kernelcode import calls_user_code
@@ -112,7 +113,10 @@ class FDCapture:
                 return
             if any(ev & (select.POLLHUP | select.POLLERR) for _, ev in events):
                 return
-            self.drain(blocking=True)
+            try:
+                self.drain(blocking=True)
+            except MemoryError:  # the kernel's memory is full for a moment (a cell's threads dying
+                time.sleep(0.01)  # of MemoryError): this thread must live on, or fds 1/2 go unread
 
     def drain(self, blocking: bool = False) -> None:
         """Move whatever the pipes hold into the streams. blocking=False skips it if another thread
@@ -128,8 +132,8 @@ class FDCapture:
                 return  # the pipes are closed: capture has stopped
         if not self._lock.acquire(blocking):
             return
-        self._drainer = threading.get_ident()
-        try:
+        try:  # (at once: a MemoryError before it would leave the lock held for ever)
+            self._drainer = threading.get_ident()
             for r, fd in self.pipes.items():
                 data = read_available(r)
                 if data:

@@ -11,7 +11,9 @@ cancelled. Two places are protected:
 The memory guard stops cells the same way (`stop_cells`), with MemoryError and a signal of its own
 (MEMORY_SIGNAL, a real-time signal: it never merges with a SIGINT), never counted as an interrupt;
 landing in the kernel's code it stays pending, and the guard's thread asks again (no thread is
-started from the handler: under memory pressure a thread's start-up may fail).
+started from the handler: under memory pressure a thread's start-up may fail). The signal is not even
+sent while the main thread runs the kernel's code: with the memory full, the interpreter may fail to
+call the handler, and that MemoryError lands wherever the thread is.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from typing import Callable
 
 from ipymini.kernelcode import in_kernel_code
-from ipymini.scheduling import cell_asyncio
+from ipymini.scheduling import cell_asyncio, thread_interrupt
 
 MEMORY_SIGNAL = signal.SIGRTMAX - 3  # the memory guard's; nothing else sends it
 
@@ -65,28 +68,51 @@ class Interrupts:
         """Send SIGINT to the main thread; its handler interrupts the subshells as well."""
         signal.pthread_kill(self.main_thread_ident, signal.SIGINT)
 
-    def stop_cells(self, exception: type[BaseException]) -> None:
-        """Raise `exception` in every cell computing now, on any shell, in its own code only (the memory
-        guard's MemoryError). A cell awaiting is left alone: what it awaits fails instead."""
+    def stop_cells(self, exception: type[BaseException], threads=()) -> None:
+        """Raise `exception` in every cell computing now, on any shell, and in `threads` (the user's
+        threads those cells started), in their own code only (the memory guard's MemoryError). A cell
+        awaiting is left alone: what it awaits fails instead."""
         for worker in self.subshells.workers():
             worker.raise_now(exception)
+        for thread in threads:
+            thread_interrupt.raise_in_users_thread(thread, exception)
         if self.main.busy:
             self._memory_error = exception
-            signal.pthread_kill(self.main_thread_ident, MEMORY_SIGNAL)
+            # not while the main thread runs the kernel's code (it would stay pending there anyway):
+            # the memory is full when this comes, and a handler the interpreter cannot even call for
+            # want of memory raises MemoryError wherever the thread is, a lock just taken, say
+            main = self.main_thread_ident
+            if threading.get_ident() == main or not in_kernel_code(sys._current_frames().get(main)):
+                signal.pthread_kill(main, MEMORY_SIGNAL)
 
     def _on_memory_signal(self, signum, frame) -> None:
         exception, self._memory_error = self._memory_error, None
+        if exception is None:
+            return
+        try:
+            lands = self._memory_error_lands(frame)
+        except MemoryError:
+            # no memory even to look (the memory is full: that is when this signal comes): an error
+            # escaping this handler would land in whatever it interrupted, a lock just taken by the
+            # kernel's output code, say, held for ever then. Pending: the guard asks again.
+            lands = None
+        if lands:
+            raise exception
+        if lands is None:
+            self._memory_error = exception  # in the kernel's own code: pending (memory_stop_pending)
+
+    def _memory_error_lands(self, frame) -> bool | None:
+        """Whether the memory guard's MemoryError is raised where the main thread is (`frame`): True
+        in a cell's code, False when no cell computes there (or it is stopped at a breakpoint: it
+        allocates nothing), None in the kernel's own code (it stays pending)."""
         main = self.main
         task = main.cell_task
-        if exception is None or not (main.executing or (
-                task is not None and asyncio.current_task(main.loop) is task)):
-            return
+        if not (main.executing or (task is not None and asyncio.current_task(main.loop) is task)):
+            return False
         debugger = self.debugger()
         if debugger is not None and debugger.in_debugger(frame):
-            return  # stopped at a breakpoint: it allocates nothing
-        if not in_kernel_code(frame):
-            raise exception
-        self._memory_error = exception  # in the kernel's own code: pending (memory_stop_pending)
+            return False
+        return None if in_kernel_code(frame) else True
 
     def memory_stop_pending(self) -> bool:
         """Whether the memory guard's MemoryError has not landed yet in the parent shell's running
@@ -94,6 +120,13 @@ class Interrupts:
         return self._memory_error is not None and self.main.busy
 
     def _on_sigint(self, signum, frame) -> None:
+        try:
+            self._interrupt_where(frame)
+        except MemoryError:  # (see _on_memory_signal) no memory to handle it: this interrupt is lost,
+            pass  # rather than an error landing in the kernel's code
+
+    def _interrupt_where(self, frame) -> None:
+        """SIGINT's work: KeyboardInterrupt raised here (in `frame`) if a cell computes in its own code."""
         self.count += 1
         if self._retry:
             self._retry = False

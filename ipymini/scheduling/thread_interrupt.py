@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable
 
-from ipymini.kernelcode import in_kernel_code
+from ipymini.kernelcode import in_kernel_code, in_users_own_code
 
 log = logging.getLogger("ipymini")
 
@@ -46,6 +46,29 @@ def raise_now(thread: threading.Thread, exception: type[BaseException],
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         return _monitoring.arm(thread.ident, wanted, exception)
     return _raise_if_in_user_code(thread.ident, wanted, exception) is not False
+
+
+def raise_in_users_thread(thread: threading.Thread, exception: type[BaseException]) -> bool:
+    """Raise `exception` in a thread the user's code started (no cell of its own ends it) if it runs
+    the user's own code right now (a cell's function, not a library's: see kernelcode); whether it
+    was. One look, with the GIL only (the memory guard asks again at its next sample; it is off on
+    free-threaded builds)."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return False
+    import ctypes
+
+    ident = thread.ident
+    with _raising:
+        frame = sys._current_frames().get(ident)
+        if not in_users_own_code(frame) or in_kernel_code(frame):
+            return False
+        # the look may have let the thread run (its first look at a file name reads the file system,
+        # which releases the GIL): raised after the thread left that frame, the exception would land
+        # in what runs now, the kernel's output code taking a lock, say (a wedge, seen)
+        if sys._current_frames().get(ident) is not frame:
+            return False
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exception))
+        return True
 
 
 # With the GIL, an exception set for a thread lands at one of its next bytecodes, which may come after
