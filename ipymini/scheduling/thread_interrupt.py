@@ -74,7 +74,8 @@ def raise_in_users_thread(thread: threading.Thread, exception: type[BaseExceptio
 # With the GIL, an exception set for a thread lands at one of its next bytecodes, which may come after
 # its cell ended (in IPython's post_execute hooks): raising and ending a cell are ordered by this lock,
 # and a cell that ends makes what was raised into it land in `withdraw`, which drops it.
-_raising = threading.Lock()
+# (an RLock: `withdraw` can tell whether it holds it when an exception lands at its acquire)
+_raising = threading.RLock()
 _raised: dict[int, type[BaseException]] = {}  # thread -> what was set for it, not yet withdrawn
 
 
@@ -108,8 +109,18 @@ def withdraw() -> None:
     (Clearing it with PyThreadState_SetAsyncExc(id, NULL) instead leaves 3.11's eval breaker set for
     every thread.) Raised before this point, it ends the cell."""
     ident = threading.get_ident()
-    with _raising:
+    try:
+        _raising.acquire()
+    except BaseException:
+        # it landed at the acquire (3.14+ checks for it right after the call, before a `with` block
+        # would begin: the lock would stay held, and every later interrupt of a subshell wait for it)
+        if _raising._is_owned():
+            _raising.release()
+        raise
+    try:
         exception = _raised.pop(ident, None)
+    finally:
+        _raising.release()
     if exception is None:
         return
     try:
