@@ -48,7 +48,7 @@ class MemoryGuard:
         self.limits = limits
         self.record = record
         self._computing = cells_computing
-        self._stop_cells_and = stop_cells
+        self._stop_cells_and_threads = stop_cells
         self._cells_began: dict[int, float] = {}  # 0: the parent shell's cell, 1: a subshell's
         self._stop_pending = stop_pending
         self._lock = threading.Lock()  # one sample and its bound at a time
@@ -157,7 +157,7 @@ class MemoryGuard:
         whose own could not grow) with no new mapping, which the bound cannot refuse."""
         began = self._cells_began.values()
         since = min(began) if began else time.monotonic()
-        self._stop_cells_and(self.bound.user_threads_since(since))
+        self._stop_cells_and_threads(self.bound.user_threads_since(since))
 
     def _trim_when_idle(self, s: Sample) -> None:
         """Between cells, free memory malloc holds goes back to the system (a `del` of a big list, the
