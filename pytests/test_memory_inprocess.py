@@ -332,6 +332,23 @@ def _start_name():
     return "_start_joinable_thread" if hasattr(threading, "_start_joinable_thread") else "_start_new_thread"
 
 
+def _begins_late(delay: float, entered=None):
+    """A thread start whose thread begins `delay` seconds late (3.13+: on the Thread's own handle, so
+    that join() works)."""
+    import _thread
+
+    def start(function, *args, **kwargs):
+        def late():
+            time.sleep(delay)
+            function()
+            if entered is not None:
+                entered.set()
+        if "handle" in kwargs:
+            return _thread.start_joinable_thread(late, handle=kwargs["handle"], daemon=kwargs.get("daemon", True))
+        return _thread.start_new_thread(late, ())
+    return start
+
+
 @pytest.mark.parametrize("why", ["the cell is being stopped", "no room is left"])
 def test_a_thread_that_dies_before_its_python_code_runs_does_not_hang_start(monkeypatch, why):
     """A new thread whose first frame's memory is refused dies in C ("Exception ignored in thread
@@ -358,7 +375,6 @@ def test_a_thread_that_dies_before_its_python_code_runs_does_not_hang_start(monk
 
 
 def test_a_thread_that_begins_after_start_gave_up_on_it_does_not_run(monkeypatch):
-    import _thread
     import threading
 
     from ipymini.memory import bound
@@ -367,14 +383,8 @@ def test_a_thread_that_begins_after_start_gave_up_on_it_does_not_run(monkeypatch
     short.room = 0
     entered = threading.Event()
 
-    def begins_late(function, *args, **kwargs):
-        def late():
-            time.sleep(bound.GIVE_UP_AFTER + 0.5)
-            function()
-            entered.set()
-        return _thread.start_new_thread(late, ())
-
-    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(short, begins_late))
+    monkeypatch.setattr(threading, _start_name(),
+                        bound._starting_threads(short, _begins_late(bound.GIVE_UP_AFTER + 0.5, entered)))
     ran = []
     t = threading.Thread(target=lambda: ran.append(1))
     with pytest.raises(MemoryError):
@@ -384,18 +394,12 @@ def test_a_thread_that_begins_after_start_gave_up_on_it_does_not_run(monkeypatch
 
 
 def test_a_slow_thread_is_waited_for_while_memory_is_not_short(monkeypatch):
-    import _thread
     import threading
 
     from ipymini.memory import bound
 
-    def begins_late(function, *args, **kwargs):
-        def late():
-            time.sleep(bound.GIVE_UP_AFTER + 0.5)
-            function()
-        return _thread.start_new_thread(late, ())
-
-    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(_RoomyBound(), begins_late))
+    monkeypatch.setattr(threading, _start_name(),
+                        bound._starting_threads(_RoomyBound(), _begins_late(bound.GIVE_UP_AFTER + 0.5)))
     ran = []
     t = threading.Thread(target=lambda: ran.append(1))
     t.start()
