@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,7 +57,11 @@ def _run_cell(k, code: str, wait: float) -> str:
     except Exception:
         return "no reply"
     content = reply["content"]
-    return content.get("ename", content["status"])
+    ename = content.get("ename", content["status"])
+    if ename not in ("MemoryError", "ok"):  # an unexpected error: show where it came from
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(content.get("traceback", [])[-4:]))
+        print(plain, file=sys.stderr)
+    return ename
 
 
 def _dump(pid: int, log: str) -> None:

@@ -186,7 +186,8 @@ def test_a_cell_out_of_memory_ends_in_memory_error_and_the_kernel_lives_on(guard
     base = guarded.report()["kernel"]
     reply, msgs = k.execute(PATTERNS[pattern], timeout=120)
     assert reply["content"]["status"] == "error", (pattern, reply["content"], stream_text(msgs, "stderr")[-3000:])
-    assert reply["content"]["ename"] == "MemoryError"
+    assert reply["content"]["ename"] == "MemoryError", (pattern, reply["content"]["evalue"],
+                                                        reply["content"]["traceback"][-6:])
     text = _error_text(reply, msgs)
     assert INTACT in text  # the guard's one line: peak, limit, where it comes from
     if guarded.source == "cgroup":

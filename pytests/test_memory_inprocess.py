@@ -384,7 +384,7 @@ def test_a_thread_that_begins_after_start_gave_up_on_it_does_not_run(monkeypatch
     entered = threading.Event()
 
     monkeypatch.setattr(threading, _start_name(),
-                        bound._starting_threads(short, _begins_late(bound.GIVE_UP_AFTER + 0.5, entered)))
+                        bound._starting_threads(short, _begins_late(bound.GIVE_UP_AFTER + 1.5, entered)))
     ran = []
     t = threading.Thread(target=lambda: ran.append(1))
     with pytest.raises(MemoryError):
@@ -426,3 +426,69 @@ def test_a_cell_being_stopped_for_memory_starts_no_more_threads(monkeypatch):
     t.start()
     t.join(10)
     assert ran == [2]
+
+
+def _refusing(times: int, seen: list):
+    """A thread start that fails `times` times as pthread_create does when the bound refuses the
+    thread's stack, then starts it (noting the handle each call was given)."""
+    import threading
+    real = getattr(threading, _start_name())
+
+    def start(function, *args, **kwargs):
+        seen.append(kwargs.get("handle"))
+        if len(seen) <= times:
+            raise RuntimeError("can't start new thread")
+        return real(function, *args, **kwargs)
+    return start
+
+
+def test_a_start_refused_for_its_stack_is_tried_again_with_room(monkeypatch):
+    """Other threads can take the room between the look at it and the stack's mapping (eight threads
+    filling the cgroup; seen once in CI on 3.15 as `RuntimeError: can't start new thread`): the start
+    is tried again with room for the stack, from 3.13 on a new handle (a failed start spends one)."""
+    import threading
+
+    from ipymini.memory import bound
+
+    seen, lifts = [], []
+    roomy = _RoomyBound()
+    roomy.lifted = lambda room=None: (lifts.append(room), contextlib.nullcontext())[1]
+    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(roomy, _refusing(1, seen)))
+    ran = []
+    t = threading.Thread(target=lambda: ran.append(1))
+    t.start()
+    t.join(10)
+    assert ran == [1] and not t.is_alive() and lifts == [bound.THREAD_ROOM]
+    assert len(seen) == 2
+    if seen[0] is not None:  # 3.13+: the second start had a new handle, the one the Thread joins
+        assert seen[1] is not seen[0] and type(seen[1]) is type(seen[0])
+        assert seen[1] in (getattr(t, "_os_thread_handle", None), getattr(t, "_handle", None))
+
+
+def test_a_start_refused_even_with_room_for_its_stack_is_a_memory_error(monkeypatch):
+    import threading
+
+    from ipymini.memory import bound
+
+    seen = []
+    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(_RoomyBound(), _refusing(2, seen)))
+    t = threading.Thread(target=lambda: None)
+    with pytest.raises(MemoryError, match="stack") as raised:
+        t.start()
+    assert isinstance(raised.value.__cause__, RuntimeError) and len(seen) == 2
+
+
+def test_a_start_refused_without_the_bound_stays_a_runtime_error(monkeypatch):
+    """Not the guard's doing (a thread limit, say): Python's own error, unchanged."""
+    import threading
+
+    from ipymini.memory import bound
+
+    seen = []
+    unarmed = _RoomyBound()
+    unarmed.armed = False
+    monkeypatch.setattr(threading, _start_name(), bound._starting_threads(unarmed, _refusing(1, seen)))
+    t = threading.Thread(target=lambda: None)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        t.start()
+    assert len(seen) == 1

@@ -241,26 +241,48 @@ def _starting_threads(bound: AddressBound, original):
         start_up = _StartUp()  # (made now: a failing start-up may have no memory to spare)
         if started is not None:
             function = _reporting_failure(function, start_up)
-        handle = kwargs.get("handle")  # 3.13+: tells whether the thread has ended
         if bound.headroom() > 2 * THREAD_ROOM:  # most starts: one read of statm
             try:
                 ident = original(function, *args, **kwargs)
-            except RuntimeError:  # "can't start new thread": the room went meanwhile (3.13 cannot
-                if not bound.armed or handle is not None:  # try again with the same handle)
+            except RuntimeError as error:  # "can't start new thread": the room went meanwhile
+                if not bound.armed:
                     raise
+                kwargs = _fresh_handle(thread, kwargs, error)
             else:
-                _started(bound, thread, started, start_up, handle)
+                _started(bound, thread, started, start_up, kwargs.get("handle"))
                 if users and thread is not None:
                     bound.note_user_thread(thread)
                 return ident
+        armed = bound.armed
         with bound.lifted(THREAD_ROOM):
-            ident = original(function, *args, **kwargs)
+            try:
+                ident = original(function, *args, **kwargs)
+            except RuntimeError as error:  # other threads took the room lifted for its stack
+                if not armed:
+                    raise
+                raise MemoryError("can't start new thread: no memory was left for its stack") from error
             # and until the thread has started, so that its start-up has room too
-            _started(bound, thread, started, start_up, handle)
+            _started(bound, thread, started, start_up, kwargs.get("handle"))
         if users and thread is not None:
             bound.note_user_thread(thread)
         return ident
     return start_thread
+
+
+def _fresh_handle(thread, kwargs: dict, error: RuntimeError) -> dict:
+    """`kwargs` to start the thread again after a start refused for memory. From 3.13, a start that
+    failed has spent its handle (marked done): the Thread gets a new one of the same type where it
+    keeps it (`_os_thread_handle` from 3.14, `_handle` in 3.13); a bare handle cannot be replaced,
+    and the start ends in MemoryError."""
+    handle = kwargs.get("handle")
+    if handle is None:  # 3.11-3.12: nothing spent
+        return kwargs
+    for name in ("_os_thread_handle", "_handle"):
+        if thread is not None and getattr(thread, name, None) is handle:
+            fresh = type(handle)()
+            setattr(thread, name, fresh)
+            return {**kwargs, "handle": fresh}
+    raise MemoryError("can't start new thread: no memory was left for its stack") from error
 
 
 class _StartUp:
@@ -333,13 +355,13 @@ def _started(bound: AddressBound, thread, started, start_up: _StartUp, handle=No
     refill with no new mapping, then counts as used in full."""
     if started is None:
         return
-    waited = 0.0
+    began = time.monotonic()
     while not started.wait(0.05):
-        waited += 0.05
         if start_up.error is not None and not started.is_set():
             _raise_start_up_failure(start_up.error)
         ended = handle is not None and getattr(handle, "is_done", lambda: False)()
-        short = waited >= GIVE_UP_AFTER and (bound.stopping_cell or bound.headroom() < THREAD_ROOM)
+        short = (time.monotonic() - began >= GIVE_UP_AFTER
+                 and (bound.stopping_cell or bound.headroom() < THREAD_ROOM))
         if (ended or short) and not started.is_set() and start_up.abandon():
             raise MemoryError("can't start new thread: no memory was left for its start-up")
     if not thread.daemon and bound.armed and bound.counting_threads is False:
