@@ -31,9 +31,8 @@ from ipymini.kernelcode import calls_user_code
 from ipymini.scheduling.cell_asyncio import sync_cell
 from ipymini.shell import tracebacks
 from ipymini.shell.completion import Completer
-from ipymini.shell.history import history_reply
 from ipymini.shell.ipykernel_api import present_as_ipykernel
-from ipymini.shell.zmqshell import ZMQInteractiveShell
+from ipymini.shell.zmqshell import RunningCell, ZMQInteractiveShell, running_cell
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
 WARM_UP_DELAY = 0.1  # seconds after start-up before the traceback formatter is warmed (tracebacks.py)
@@ -59,7 +58,7 @@ class CellTracker(Protocol):
 
     def computing(self): ...  # a context manager around a cell that runs synchronously
 
-    def awaiting(self, task: asyncio.Task): ...  # a context manager around awaiting the cell's task
+    def awaiting(self, task: asyncio.Task, cell: RunningCell): ...  # around awaiting the cell's task
 
 
 def install_magics(shell, app, subshell_ids) -> None:
@@ -155,10 +154,17 @@ class Bridge:
 
     # -- execution --
 
-    @calls_user_code  # an interrupt may land in the cell, never in this function itself
     async def execute(self, code: str, silent: bool, store_history: bool, tracker: CellTracker,
-                      cell_id=None, cell_meta=None) -> dict:
+                      cell: RunningCell, cell_id=None, cell_meta=None) -> dict:
         """Run one cell; returns the reply content's status part (status, and the error when it failed)."""
+        token = running_cell.set(cell)  # (before the task is made: it copies the context)
+        try:
+            return await self._execute(code, silent, store_history, tracker, cell, cell_id, cell_meta)
+        finally:
+            running_cell.reset(token)
+
+    @calls_user_code  # an interrupt may land in the cell, never in this function itself
+    async def _execute(self, code, silent, store_history, tracker, cell, cell_id, cell_meta) -> dict:
         shell = self.shell
         shell.last_error = None
         shell.failed_without_raising = False
@@ -184,7 +190,7 @@ class Bridge:
             if maybe_async and shell.should_run_async(code, transformed_cell=transformed,
                                       preprocessing_exc_tuple=preprocessing_exc):
                 task = asyncio.ensure_future(coro)
-                with tracker.awaiting(task):
+                with tracker.awaiting(task, cell):
                     result = await task
             else:
                 # IPython's run_cell would also tee every stdout write into history_manager.outputs:
@@ -259,10 +265,6 @@ class Bridge:
         self.debugger = debugger
         self.shell.kernel_debugger = debugger
 
-    @property
-    def execution_count(self) -> int:
-        return self.shell.execution_count
-
     # -- shell services --
 
     def complete(self, code: str, cursor_pos: int | None) -> dict:
@@ -290,10 +292,6 @@ class Bridge:
         if status == "incomplete":
             reply["indent"] = " " * (indent or 0)
         return reply
-
-    def history(self, content: dict) -> dict:
-        """history_reply content from IPython's history (see shell/history.py)."""
-        return history_reply(content, self.shell.history_manager)
 
     # -- stdin --
 

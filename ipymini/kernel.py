@@ -35,8 +35,9 @@ from ipymini.scheduling import cell_asyncio, lifecycle
 from ipymini.scheduling.interrupts import Interrupts
 from ipymini.scheduling.stdin import StdinBroker
 from ipymini.scheduling.workers import ShellWorker, SubshellManager
-from ipymini.shell.history import CellLog, history_reply
+from ipymini.shell.history import IPythonCells, SubshellCells
 from ipymini.shell.ipykernel_api import IPyKernelAPI
+from ipymini.shell.zmqshell import RunningCell
 
 log = logging.getLogger("ipymini")
 
@@ -62,9 +63,7 @@ class Kernel(IPyKernelAPI):
         self.gui: GuiLoops | None = None  # %gui / %matplotlib tk|qt (gui/), made with the loop
         self.stopping = False
         self.main = ShellWorker(self.handle_shell, self.answer_aborted)  # the parent shell, main thread
-        self.subshells = SubshellManager(
-            lambda subshell_id: ShellWorker(self.handle_shell, self.answer_aborted, subshell_id),
-            self.sockets.io_lock)
+        self.subshells = SubshellManager(self._new_subshell_worker, self.sockets.io_lock)
         self.debugger = None  # created by the first debug_request (debugging/debugger.py)
         self.memory = memory.off()  # the memory guard (memory/), made in run()
         self.interrupts = Interrupts(self.main, self.subshells, lambda: self.debugger)
@@ -127,6 +126,7 @@ class Kernel(IPyKernelAPI):
             subshell_ids=self.subshells.ids, interrupt_count=lambda: self.interrupts.count, public=self,
             memory=self.memory, gui_loops=self.gui))
         self.comm_manager.shell = self.bridge.shell
+        self.main.cells = IPythonCells(self.bridge.shell)
         self.bridge.start()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
         self.interrupts.install()
@@ -285,6 +285,11 @@ class Kernel(IPyKernelAPI):
         coro.close()
         log.error("a %s handler awaited where nothing can resume it", req.msg_type)
 
+    def _new_subshell_worker(self, subshell_id: str) -> ShellWorker:
+        worker = ShellWorker(self.handle_shell, self.answer_aborted, subshell_id)
+        worker.cells = SubshellCells()
+        return worker
+
     def answer_aborted(self, req: Request) -> None:
         """A shell request that will never run (its subshell was deleted): busy, `aborted`, idle."""
         self._publish_status("busy", req)
@@ -365,26 +370,24 @@ class Kernel(IPyKernelAPI):
         bridge = self.bridge
         worker = req.worker
         subshell = worker.subshell_id is not None
-        count = worker.execution_count if subshell else bridge.execution_count
+        cells = worker.cells
+        count = cells.next_count
         if not silent:
             self.publisher.publish("execute_input", {"code": code, "execution_count": count})
         started = now_iso()
         cell_id = (req.msg.get("metadata") or {}).get("cellId")
         # a subshell keeps its own count and history; IPython's belong to the parent shell
-        req.subshell_count = count if subshell else None
+        cell = RunningCell(own_count=count if cells.own else None)
         notice = self.memory.cell_started(not subshell, count, code)
         if notice is not None:  # the previous kernel on this connection file died in a cell
             self.output.write_stream("stderr", notice, req)
         try:
-            status = await bridge.execute(code, silent, store_history and not subshell, worker,
+            status = await bridge.execute(code, silent, store_history and not cells.own, worker, cell,
                                           cell_id=cell_id, cell_meta=req.msg.get("metadata"))
         finally:
             self.memory.cell_ended(not subshell)
-        if subshell and store_history:
-            worker.history.append((count, code))
-            worker.execution_count += 1
-        reply = {**status, "execution_count": (worker.execution_count if subshell
-                                               else bridge.execution_count) - 1}
+        cells.ran(code, store_history)
+        reply = {**status, "execution_count": cells.next_count - 1}
         if status["status"] == "error":  # ipyparallel's field, which ipykernel still sends
             reply["engine_info"] = {"engine_uuid": self.ident, "engine_id": self.int_id,
                                     "method": "execute"}
@@ -413,11 +416,8 @@ class Kernel(IPyKernelAPI):
         self.send_reply(req, self.bridge.is_complete(req.content["code"]))
 
     def history_request(self, req: Request) -> None:
-        worker = req.worker
-        if worker is not None and worker.subshell_id is not None:
-            self.send_reply(req, history_reply(req.content, CellLog(worker.history)))
-        else:
-            self.send_reply(req, self.bridge.history(req.content))
+        worker = req.worker if req.worker is not None else self.main  # (one sent on control)
+        self.send_reply(req, worker.cells.history(req.content))
 
     def kernel_info_request(self, req: Request) -> None:
         self.send_reply(req, kernel_info(debugger=debugger_available()))

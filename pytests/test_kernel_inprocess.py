@@ -17,6 +17,7 @@ import pytest
 
 from ipymini.kernel import Kernel
 from ipymini.protocol.wire import Wire
+from ipymini.shell.history import IPythonCells
 
 KEY = "in-process-key"
 
@@ -89,7 +90,7 @@ class FakeBridge:
         self.executed: list[str] = []
         self.execution_count = 1
 
-    async def execute(self, code, silent, store_history, tracker, cell_id=None, cell_meta=None):
+    async def execute(self, code, silent, store_history, tracker, cell, cell_id=None, cell_meta=None):
         if code == "raise":
             raise RuntimeError("bridge bug")
         self.executed.append(code)
@@ -118,6 +119,7 @@ def kernel():
     k = Kernel({"key": KEY, "signature_scheme": "hmac-sha256"}, app=None, sockets=sockets)
     sockets.attach(k.output)
     k.bridge = FakeBridge()
+    k.main.cells = IPythonCells(k.bridge)  # (counts as IPython's shell does)
     loop = asyncio.new_event_loop()
     k.loop = loop
     k.main.attach(loop)
@@ -261,3 +263,32 @@ def test_a_comm_message_gets_busy_and_idle_but_no_reply(kernel):
     send_shell(k, msg)
     seen = answered(sockets, loop, [msg["header"]["msg_id"]])[msg["header"]["msg_id"]]
     assert [(ch, t) for ch, t, _ in seen] == [("iopub", "status"), ("iopub", "status")]
+
+
+def test_a_subshells_book_counts_and_keeps_only_stored_cells():
+    """A subshell's execution count and history are its worker's own (shell/history.py), answered
+    with the same history_reply as IPython's."""
+    from ipymini.shell.history import SubshellCells
+
+    cells = SubshellCells()
+    assert cells.own and cells.next_count == 1
+    cells.ran("a = 1", stored=True)
+    cells.ran("silent()", stored=False)  # (silent, or store_history False): neither counted nor kept
+    cells.ran("b = 2", stored=True)
+    assert cells.next_count == 3
+    tail = cells.history({"hist_access_type": "tail", "n": 10, "output": False, "raw": True})
+    assert tail == {"status": "ok", "history": [[0, 1, "a = 1"], [0, 2, "b = 2"]]}
+    found = cells.history({"hist_access_type": "search", "pattern": "b*", "output": False, "raw": True})
+    assert found["history"] == [[0, 2, "b = 2"]]
+
+
+def test_the_parent_shells_count_is_ipythons(kernel):
+    k, sockets, loop = kernel
+    ids = []
+    for code, store in (("1", True), ("2", False), ("3", True)):
+        msg = request("execute_request", {"code": code, "silent": False, "store_history": store})
+        send_shell(k, msg)
+        ids.append(msg["header"]["msg_id"])
+    seen = answered(sockets, loop, ids)
+    counts = [[c["execution_count"] for ch, t, c in seen[i] if t == "execute_reply"][0] for i in ids]
+    assert counts == [1, 1, 2] and k.bridge.execution_count == 3 and not k.main.cells.own

@@ -35,6 +35,7 @@ from ipymini.kernelcode import interruptible
 from ipymini.scheduling.interrupts import MEMORY_SIGNAL, Interrupts
 from ipymini.scheduling.stdin import INPUT_INTERRUPTED, StdinBroker
 from ipymini.scheduling.workers import ShellWorker, SubshellManager
+from ipymini.shell.zmqshell import RunningCell
 
 TIMEOUT = 10
 
@@ -143,7 +144,7 @@ def test_one_request_at_a_time_and_a_failing_handler_costs_only_its_request(subs
     names = ["ok", "bad", "ok", "ok"]
     for name in names:
         subshell.submit(req(name, coro=work))
-    wait_until(lambda: len(subshell.log) == 4 and not subshell.busy and subshell.running is None
+    wait_until(lambda: len(subshell.log) == 4 and not subshell.busy and subshell.awaited_cell is None
                and states[-1:] == ["idle"], what="four requests")
     assert subshell.log == [1, 2, 3, 4]
     assert max(overlaps) == 1
@@ -155,11 +156,13 @@ def test_one_request_at_a_time_and_a_failing_handler_costs_only_its_request(subs
 
 def test_a_deleted_subshell_interrupts_its_cell_and_answers_every_queued_request_once():
     started, aborted, cancelled = [], [], []
+    cells = {}
 
     async def handle(r, worker):
         started.append(r.seq)
         task = asyncio.ensure_future(asyncio.sleep(60))
-        with worker.awaiting(task):
+        cells[r.seq] = cell = RunningCell()
+        with worker.awaiting(task, cell):
             try:
                 await task
             except asyncio.CancelledError:
@@ -177,7 +180,7 @@ def test_a_deleted_subshell_interrupts_its_cell_and_answers_every_queued_request
     assert manager.delete(sid) is True
     assert not worker.thread.is_alive()
     assert manager.get(sid) is None and manager.delete(sid) is False
-    assert started == [1] and cancelled == [1] and requests[0].interrupted
+    assert started == [1] and cancelled == [1] and cells[1].interrupted
     assert aborted == [2, 3, 4, 5]  # the rest, in order, each answered once
 
 
@@ -212,10 +215,11 @@ def test_interrupt_raises_into_a_cell_computing_on_a_subshells_thread(subshell):
 
 def test_interrupt_cancels_a_cell_that_awaits(subshell):
     outcome = []
+    cell = RunningCell()
 
     async def awaiting(r, worker):
         task = asyncio.ensure_future(asyncio.sleep(60))
-        with worker.awaiting(task):
+        with worker.awaiting(task, cell):
             try:
                 await task
             except asyncio.CancelledError:
@@ -226,7 +230,7 @@ def test_interrupt_cancels_a_cell_that_awaits(subshell):
     wait_until(lambda: subshell.cell_task is not None, what="the cell to await")
     subshell.interrupt()
     wait_until(lambda: outcome, what="the cancellation")
-    assert outcome == ["cancelled"] and r.interrupted
+    assert outcome == ["cancelled"] and cell.interrupted and subshell.awaited_cell is None
     wait_until(lambda: not subshell.busy, what="the worker to be free")
 
 

@@ -224,3 +224,31 @@ def test_a_flush_waits_for_a_hand_over_of_its_text_by_another_thread(out):
     assert iopub.text().startswith("the cell's last line\n")
     mine.stop()
     other.stop()
+
+
+def test_each_request_has_its_own_budget_kept_by_the_streams(out, monkeypatch):
+    """The output budget is the streams' own record per request: a request's text past the limit is
+    held back and counted, another request starts with the whole budget, and the record goes with
+    the request."""
+    import gc
+
+    from ipymini.output import routing
+    from ipymini.protocol.messages import Request
+
+    stream, iopub, _ = out
+    monkeypatch.setattr(streams, "budget", 10)
+    first, second = (Request("shell", [], {"header": {"msg_id": n}}) for n in ("a", "b"))
+    token = routing.current_request.set(first)
+    try:
+        stream.write("0123456789abcdef\n")
+        streams.flush_all()
+        routing.current_request.set(second)
+        stream.write("xyz\n")
+        streams.flush_all()
+    finally:
+        routing.current_request.reset(token)
+    assert iopub.text() == "0123456789" + "xyz\n"
+    assert streams.omitted(first) == 7 and streams.omitted(second) == 0
+    del first
+    gc.collect()
+    assert len(streams._spent) == 1  # only the second request's record is left

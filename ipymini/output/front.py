@@ -116,7 +116,7 @@ class OutputFront:
         if self.fd_capture is not None:
             self.fd_capture.flush_c_stdio()
         streams.flush_all()
-        omitted = request.extra.get("omitted_bytes")
+        omitted = streams.omitted(request)
         if omitted:
             self.queue.write_stream(
                 "stderr", f"\n[ipymini] output limit of {streams.budget:,} bytes reached: "

@@ -18,6 +18,7 @@ import io
 import os
 import threading
 import time
+import weakref
 
 from ipymini import settings
 from ipymini.output import routing
@@ -46,6 +47,8 @@ _active = _Active()
 _aside: dict = {}  # (thread id, stream) -> [text, request]: unfinished lines of threads not writing now
 _child_pending: dict = {}  # in a forked child: stream name -> text not yet written (no newline yet)
 budget = None  # bytes of stream output allowed per request (None: no limit); see set_budget
+# each request's use of the budget, [bytes given, bytes omitted] (changed under the lock)
+_spent: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 fd_capture = None  # the FDCapture whose pipes writes drain first (see fdcapture.py)
 child_pipe = None  # where a forked child's writes go, if fd capture made one (see childpipe.py)
 
@@ -175,11 +178,14 @@ def _as_text(text) -> str:
 def _emit(stream: KernelStream, text: str, request) -> None:
     """Give text to the IOPub queue, within the request's output budget."""
     if budget is not None and request is not None:
-        used = request.extra.get("stream_bytes", 0)
-        request.extra["stream_bytes"] = used + len(text)
+        spent = _spent.get(request)
+        if spent is None:
+            spent = _spent[request] = [0, 0]
+        used = spent[0]
+        spent[0] = used + len(text)
         if used + len(text) > budget:
             allowed = max(0, budget - used)
-            request.extra["omitted_bytes"] = request.extra.get("omitted_bytes", 0) + len(text) - allowed
+            spent[1] += len(text) - allowed
             text = text[:allowed]
             if not text:
                 return
@@ -346,6 +352,12 @@ def set_budget_from_env() -> None:
     limit = settings.value("IPYMINI_OUTPUT_LIMIT")
     if limit is not None:
         set_budget(limit)
+
+
+def omitted(request) -> int:
+    """Bytes of `request`'s stream output that its budget held back (call after flush_all)."""
+    spent = _spent.get(request)
+    return spent[1] if spent is not None else 0
 
 
 def set_budget(limit: int | None) -> None:

@@ -33,11 +33,7 @@ class Request:
     seq: int = 0  # arrival order on its channel, used to abort what was queued before an error
     subshell_id: str | None = None
     worker: object = None  # the ShellWorker serving it (shell requests)
-    extra: dict = field(default_factory=dict)
     header_frame: bytes | None = None  # the header as received: the parent_header of every answer
-    # what the IPython side may know of how a cell is run (it never sees the worker itself):
-    subshell_count: int | None = None  # a subshell cell's own execution count (None: the parent's)
-    interrupted: bool = False  # an awaiting cell was cancelled by an interrupt (shown as one)
     _user_msg: dict | None = field(default=None, repr=False)
 
     def for_user_code(self) -> dict:

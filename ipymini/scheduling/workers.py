@@ -47,16 +47,17 @@ class _Computing:
 class _Awaiting:
     """`with worker.awaiting(task):` the worker's cell runs as `task`, which the worker awaits."""
 
-    __slots__ = ("worker", "task")
+    __slots__ = ("worker", "task", "cell")
 
-    def __init__(self, worker, task):
-        self.worker, self.task = worker, task
+    def __init__(self, worker, task, cell):
+        self.worker, self.task, self.cell = worker, task, cell
 
     def __enter__(self):
+        self.worker.awaited_cell = self.cell
         self.worker.cell_task = self.task
 
     def __exit__(self, *exc_info):
-        self.worker.cell_task = None
+        self.worker.cell_task = self.worker.awaited_cell = None
 
 
 class ShellWorker:
@@ -81,9 +82,8 @@ class ShellWorker:
         self.abort_through = 0  # execute requests received up to this number are aborted
         self.executing = False  # a synchronous cell runs on this worker's thread
         self.cell_task: asyncio.Task | None = None  # the running cell, while it awaits
-        self.running = None  # the request being handled (its `interrupted` is set by interrupt())
-        self.execution_count = 1  # subshells count their own cells
-        self.history: list[tuple[int, str]] = []  # a subshell's (count, code), for history_request
+        self.awaited_cell = None  # the running cell's record while it awaits (interrupt() marks it)
+        self.cells = None  # its cells' execution count and history (shell/history.py), from the kernel
         self.input_waiter = None  # the queue an input() on this shell waits on
         self.thread_ident = None  # the thread whose loop serves this worker
         self._ready = threading.Event()
@@ -135,9 +135,9 @@ class ShellWorker:
         if waiter is not None and self.thread is not None:
             waiter.put(INPUT_INTERRUPTED)  # a subshell waiting in input()
         elif task is not None:
-            running = self.running
-            if running is not None:
-                running.interrupted = True
+            cell = self.awaited_cell
+            if cell is not None:
+                cell.interrupted = True
             self.loop.call_soon_threadsafe(task.cancel)
         elif self.executing and self.thread is not None:
             raise_in_thread(self.thread, lambda: self.executing)
@@ -154,9 +154,10 @@ class ShellWorker:
         """A context manager around a cell running synchronously on this worker's thread."""
         return _Computing(self)
 
-    def awaiting(self, task: asyncio.Task) -> _Awaiting:
-        """A context manager around awaiting the running cell's task."""
-        return _Awaiting(self, task)
+    def awaiting(self, task: asyncio.Task, cell) -> _Awaiting:
+        """A context manager around awaiting the running cell's task; `cell` (shell.zmqshell's
+        RunningCell) is marked when an interrupt cancels it."""
+        return _Awaiting(self, task, cell)
 
     @property
     def busy(self) -> bool:
@@ -184,13 +185,10 @@ class ShellWorker:
             req = self.pending.popleft()
             if self.on_busy is not None:
                 self.on_busy()
-            self.running = req
             try:
                 await self._handle(req, self)
             except Exception:  # a kernel bug must cost one request, never the shell
                 log.exception("error serving a %s request", self.subshell_id or "shell")
-            finally:
-                self.running = None
 
     # -- a subshell's own thread --
 

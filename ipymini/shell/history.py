@@ -4,6 +4,9 @@
 HistoryManager query methods (`get_tail`, `get_range`, `search`, `session_number`,
 `output_hist_reprs`): the parent shell's HistoryManager, or a subshell's `CellLog`, which keeps the
 cells that subshell ran (a subshell leaves IPython's history alone).
+
+Each shell's worker holds the book of its cells, its execution count and history, one interface for
+both kinds: `IPythonCells` for the parent shell (IPython's own), `SubshellCells` for a subshell.
 """
 
 from __future__ import annotations
@@ -61,6 +64,44 @@ def _opt_int(content: dict, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"history_request field {name!r} must be an integer")
     return value
+
+
+class IPythonCells:
+    """The parent shell's cells: IPython counts and stores each cell it runs."""
+
+    own = False  # (so IPython's count, history, Out and _ are the ones used)
+
+    def __init__(self, shell):
+        self._shell = shell
+
+    @property
+    def next_count(self) -> int:
+        return self._shell.execution_count
+
+    def ran(self, code: str, stored: bool) -> None:
+        """A cell ran (IPython has counted and stored it already)."""
+
+    def history(self, content: dict) -> dict:
+        return history_reply(content, self._shell.history_manager)
+
+
+class SubshellCells:
+    """A subshell's cells: its own execution count and history, IPython's left alone."""
+
+    own = True
+
+    def __init__(self):
+        self.next_count = 1
+        self._ran: list[tuple[int, str]] = []  # (count, code)
+
+    def ran(self, code: str, stored: bool) -> None:
+        """A cell ran: a stored one is counted and kept, as IPython does with the parent's."""
+        if stored:
+            self._ran.append((self.next_count, code))
+            self.next_count += 1
+
+    def history(self, content: dict) -> dict:
+        return history_reply(content, CellLog(self._ran))
 
 
 class CellLog:

@@ -9,8 +9,10 @@ payloads. `shell.kernel` is only what user code sees as `get_ipython().kernel`; 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import threading
+from dataclasses import dataclass
 
 from IPython.core.autocall import ExitAutocall
 from IPython.core.builtin_trap import BuiltinTrap
@@ -28,15 +30,28 @@ from ipymini import patches
 from ipymini.debugging.cellfile import cell_filename
 from ipymini.kernelcode import KERNEL_DIR, calls_user_code
 from ipymini.output import routing
-from ipymini.output.routing import parent_request
 from ipymini.shell import tracebacks
 from ipymini.shell.formatting import DisplayFormatter
 
 
+@dataclass
+class RunningCell:
+    """What the IPython side knows of how the cell it runs is run (it never sees the worker): a
+    subshell's own execution count (None on the parent shell, whose count and history are IPython's),
+    and whether an interrupt cancelled the cell while it awaited (its worker sets it)."""
+
+    own_count: int | None = None
+    interrupted: bool = False
+
+
+# the cell running in this context (its thread, the task it awaits): set by the bridge around it
+running_cell: contextvars.ContextVar = contextvars.ContextVar("ipymini_cell", default=None)
+
+
 def _subshell_count():
     """The execution count of the cell running on a subshell, or None on the parent shell."""
-    req = parent_request()
-    return req.subshell_count if req is not None else None
+    cell = running_cell.get()
+    return cell.own_count if cell is not None else None
 
 
 class KernelDisplayHook(DisplayHook):
@@ -363,8 +378,8 @@ class ZMQInteractiveShell(InteractiveShell):
 
     def showtraceback(self, exc_tuple=None, *args, **kwargs):
         etype = sys.exc_info()[0] if exc_tuple is None else exc_tuple[0]
-        req = parent_request()
-        if etype is asyncio.CancelledError and req is not None and req.interrupted:
+        cell = running_cell.get()
+        if etype is asyncio.CancelledError and cell is not None and cell.interrupted:
             # an awaiting cell cancelled by an interrupt reports the KeyboardInterrupt the user asked for
             tb = (sys.exc_info() if exc_tuple is None else exc_tuple)[2]
             exc_tuple = (KeyboardInterrupt, KeyboardInterrupt(), tb)
