@@ -62,11 +62,12 @@ class Kernel(IPyKernelAPI):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.gui: GuiLoops | None = None  # %gui / %matplotlib tk|qt (gui/), made with the loop
         self.stopping = False
-        self.main = ShellWorker(self.handle_shell, self.answer_aborted)  # the parent shell, main thread
+        # the parent shell's worker: its requests and cells, on the main thread
+        self.parent_worker = ShellWorker(self.handle_shell, self.answer_aborted)
         self.subshells = SubshellManager(self._new_subshell_worker, self.sockets.io_lock)
         self.debugger = None  # created by the first debug_request (debugging/debugger.py)
         self.memory = memory.off()  # the memory guard (memory/), made in run()
-        self.interrupts = Interrupts(self.main, self.subshells, lambda: self.debugger)
+        self.interrupts = Interrupts(self.parent_worker, self.subshells, lambda: self.debugger)
         # comm messages run on the parent shell, serialized with its cells, unless this is set
         self.comms_on_subshells = settings.value("IPYMINI_COMMS_ON_SUBSHELLS")
         self.stdin = StdinBroker(self.wire, self._send_on_stdin)
@@ -111,11 +112,11 @@ class Kernel(IPyKernelAPI):
         interruptible_pdb.install()
         self.loop = cell_asyncio.KernelEventLoop()
         asyncio.set_event_loop(self.loop)
-        self.main.attach(self.loop)
+        self.parent_worker.attach(self.loop)
         self.gui = GuiLoops(self.loop)
         self.sockets.start(self.output, self._on_io_message, self._on_control_message,
                            on_crash=self.request_stop)
-        self.sockets.read_shell_on(self.loop, self.main)
+        self.sockets.read_shell_on(self.loop, self.parent_worker)
         self.output.start()
         comms.install(self.comm_manager)
         self.memory = memory.guard_for(self.app.connection_file, self._cells_computing,
@@ -126,7 +127,7 @@ class Kernel(IPyKernelAPI):
             subshell_ids=self.subshells.ids, interrupt_count=lambda: self.interrupts.count, public=self,
             memory=self.memory, gui_loops=self.gui))
         self.comm_manager.shell = self.bridge.shell
-        self.main.cells = IPythonCells(self.bridge.shell)
+        self.parent_worker.cells = IPythonCells(self.bridge.shell)
         self.bridge.start()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
         self.interrupts.install()
@@ -136,7 +137,7 @@ class Kernel(IPyKernelAPI):
         serving = None
         while not self.stopping:
             if serving is None or serving.done():
-                serving = self.loop.create_task(self.main.serve())
+                serving = self.loop.create_task(self.parent_worker.serve())
             try:
                 self.loop.run_forever()
             except KeyboardInterrupt:
@@ -177,7 +178,7 @@ class Kernel(IPyKernelAPI):
 
     def _cells_computing(self) -> bool:
         """Whether a cell runs now on any shell (the memory guard asks)."""
-        return self.main.busy or any(worker.busy for worker in self.subshells.workers())
+        return self.parent_worker.busy or any(worker.busy for worker in self.subshells.workers())
 
     def request_stop(self) -> None:
         """Stop serving (from any thread): interrupts a running cell, then ends the main loop."""
@@ -185,7 +186,7 @@ class Kernel(IPyKernelAPI):
             return
         self.stopping = True
         lifecycle.start_watchdog()
-        if self.main.busy:
+        if self.parent_worker.busy:
             self.interrupt()
         self.loop.call_soon_threadsafe(self.loop.stop)
 
@@ -204,7 +205,7 @@ class Kernel(IPyKernelAPI):
         header = msg["header"]
         subshell_id = header.get("subshell_id")
         req = Request("shell", idents, msg, subshell_id=subshell_id, header_frame=header_frame)
-        worker = self.main
+        worker = self.parent_worker
         if subshell_id is not None and (self.comms_on_subshells or header.get("msg_type") not in COMM_TYPES):
             worker = self.subshells.get(subshell_id) if isinstance(subshell_id, str) else None
             if worker is None:
@@ -234,7 +235,7 @@ class Kernel(IPyKernelAPI):
             # "control is identical to shell, on a separate socket": a shell request sent here joins
             # the parent shell's line (never the control thread, which must stay free for
             # interrupts), and is answered here
-            self.main.loop.call_soon_threadsafe(self._control_to_shell, req)
+            self.parent_worker.loop.call_soon_threadsafe(self._control_to_shell, req)
             return
         self._answer_now(req, self.control_handlers)
 
@@ -242,7 +243,7 @@ class Kernel(IPyKernelAPI):
         """On the main loop: queue a shell request that came on control (numbered under the IO
         lock, as every shell request is)."""
         with self.sockets.io_lock:
-            self.main.submit(req)
+            self.parent_worker.submit(req)
 
     async def handle_shell(self, req: Request, worker: ShellWorker) -> None:
         """Handle one shell request on its worker (its turn in the worker's line has come)."""
@@ -416,7 +417,7 @@ class Kernel(IPyKernelAPI):
         self.send_reply(req, self.bridge.is_complete(req.content["code"]))
 
     def history_request(self, req: Request) -> None:
-        worker = req.worker if req.worker is not None else self.main  # (one sent on control)
+        worker = req.worker if req.worker is not None else self.parent_worker  # (one sent on control)
         self.send_reply(req, worker.cells.history(req.content))
 
     def kernel_info_request(self, req: Request) -> None:

@@ -119,11 +119,11 @@ def kernel():
     k = Kernel({"key": KEY, "signature_scheme": "hmac-sha256"}, app=None, sockets=sockets)
     sockets.attach(k.output)
     k.bridge = FakeBridge()
-    k.main.cells = IPythonCells(k.bridge)  # (counts as IPython's shell does)
+    k.parent_worker.cells = IPythonCells(k.bridge)  # (counts as IPython's shell does)
     loop = asyncio.new_event_loop()
     k.loop = loop
-    k.main.attach(loop)
-    serving = loop.create_task(k.main.serve())
+    k.parent_worker.attach(loop)
+    serving = loop.create_task(k.parent_worker.serve())
     yield k, sockets, loop
     serving.cancel()
     loop.run_until_complete(asyncio.gather(serving, return_exceptions=True))
@@ -291,4 +291,4 @@ def test_the_parent_shells_count_is_ipythons(kernel):
         ids.append(msg["header"]["msg_id"])
     seen = answered(sockets, loop, ids)
     counts = [[c["execution_count"] for ch, t, c in seen[i] if t == "execute_reply"][0] for i in ids]
-    assert counts == [1, 1, 2] and k.bridge.execution_count == 3 and not k.main.cells.own
+    assert counts == [1, 1, 2] and k.bridge.execution_count == 3 and not k.parent_worker.cells.own

@@ -318,18 +318,18 @@ def lands_nothing(handler, signum, frame):
 def test_sigint_interrupts_every_subshell_and_an_idle_parent_shell_is_left_alone(interrupts):
     lands_nothing(interrupts._on_sigint, signal.SIGINT, sys._getframe())  # nothing runs
     assert [w.interrupted for w in interrupts.subs] == [1, 1]
-    assert interrupts.main.interrupted == 0 and interrupts.count == 1
+    assert interrupts.parent_worker.interrupted == 0 and interrupts.count == 1
 
 
 def test_sigint_raises_keyboardinterrupt_in_a_cell_running_user_code(interrupts):
-    interrupts.main.executing = True
+    interrupts.parent_worker.executing = True
     with pytest.raises(KeyboardInterrupt):
         interrupts._on_sigint(signal.SIGINT, sys._getframe())
     assert interrupts.retries == []
 
 
 def test_sigint_in_kernel_code_is_retried_and_the_retry_skips_the_subshells(interrupts):
-    interrupts.main.executing = True
+    interrupts.parent_worker.executing = True
     lands_nothing(interrupts._on_sigint, signal.SIGINT, kernel_frame())
     wait_until(lambda: interrupts.retries, what="the retry")
     assert [w.interrupted for w in interrupts.subs] == [1, 1]
@@ -340,7 +340,7 @@ def test_sigint_in_kernel_code_is_retried_and_the_retry_skips_the_subshells(inte
 
 
 def test_sigint_at_a_breakpoint_resumes_the_cell_first(interrupts):
-    interrupts.main.executing = True
+    interrupts.parent_worker.executing = True
     debugger = interrupts.debugger_slot[0] = FakeDebugger(stopped=True)
     lands_nothing(interrupts._on_sigint, signal.SIGINT, sys._getframe())  # not at the breakpoint
     assert debugger.resumed == [interrupts.interrupt_main]
@@ -350,13 +350,13 @@ def test_sigint_at_a_breakpoint_resumes_the_cell_first(interrupts):
 
 
 def test_sigint_cancels_a_parent_shell_cell_that_awaits(interrupts):
-    interrupts.main.cell_task = object()  # a task, but not the one running the handler
-    interrupts.main.loop = loop = asyncio.new_event_loop()
+    interrupts.parent_worker.cell_task = object()  # a task, but not the one running the handler
+    interrupts.parent_worker.loop = loop = asyncio.new_event_loop()
     try:
         lands_nothing(interrupts._on_sigint, signal.SIGINT, sys._getframe())  # not the running task
     finally:
         loop.close()
-    assert interrupts.main.interrupted == 1
+    assert interrupts.parent_worker.interrupted == 1
 
 
 def test_stop_cells_raises_memoryerror_in_user_code_and_is_never_an_interrupt(interrupts, monkeypatch):
@@ -364,7 +364,7 @@ def test_stop_cells_raises_memoryerror_in_user_code_and_is_never_an_interrupt(in
     monkeypatch.setattr(interrupts_module.signal, "pthread_kill", lambda ident, sig: sent.append(sig))
     interrupts.stop_cells(MemoryError)  # parent shell idle: subshells only
     assert [w.raised for w in interrupts.subs] == [[MemoryError], [MemoryError]] and sent == []
-    interrupts.main.executing = True
+    interrupts.parent_worker.executing = True
     interrupts.stop_cells(MemoryError)
     assert sent == [MEMORY_SIGNAL]
     lands_nothing(interrupts._on_memory_signal, MEMORY_SIGNAL, kernel_frame())  # kernel code: not there
@@ -383,7 +383,7 @@ def test_the_memory_signal_is_not_sent_while_the_main_thread_runs_kernel_code(in
     kernel's code the stop stays pending without a signal (the guard asks again at its next sample)."""
     sent = []
     monkeypatch.setattr(interrupts_module.signal, "pthread_kill", lambda ident, sig: sent.append(sig))
-    interrupts.main.executing = True
+    interrupts.parent_worker.executing = True
     where = {}
     monkeypatch.setattr(interrupts_module.sys, "_current_frames",
                         lambda: {interrupts.main_thread_ident: where["frame"]})
@@ -405,7 +405,7 @@ def test_no_memory_in_a_signal_handler_never_lands_an_error_where_it_interrupted
     """The memory guard's signal comes when memory is full: a MemoryError from the handler's own work
     would land in what it interrupted (a lock the output code just took, held for ever: a wedge seen
     with eight threads filling memory). The stop stays pending instead; a SIGINT is dropped."""
-    interrupts.main.executing = True
+    interrupts.parent_worker.executing = True
 
     def no_memory():
         raise MemoryError

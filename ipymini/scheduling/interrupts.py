@@ -33,10 +33,10 @@ MEMORY_SIGNAL = signal.SIGRTMAX - 3  # the memory guard's; nothing else sends it
 class Interrupts:
     """Delivers interrupts to a kernel's running cells (see module docstring)."""
 
-    def __init__(self, main, subshells, debugger: Callable[[], object]):
-        """`main`: the parent shell's worker; `subshells`: the SubshellManager; `debugger()`: the
+    def __init__(self, parent_worker, subshells, debugger: Callable[[], object]):
+        """`parent_worker`: the parent shell's worker; `subshells`: the SubshellManager; `debugger()`: the
         kernel's Debugger, or None while no frontend started one."""
-        self.main = main
+        self.parent_worker = parent_worker
         self.subshells = subshells
         self.debugger = debugger
         self.main_thread_ident = threading.main_thread().ident
@@ -76,7 +76,7 @@ class Interrupts:
             worker.raise_now(exception)
         for thread in threads:
             thread_interrupt.raise_in_users_thread(thread, exception)
-        if self.main.busy:
+        if self.parent_worker.busy:
             self._memory_error = exception
             # not while the main thread runs the kernel's code (it would stay pending there anyway):
             # the memory is full when this comes, and a handler the interpreter cannot even call for
@@ -105,9 +105,9 @@ class Interrupts:
         """Whether the memory guard's MemoryError is raised where the main thread is (`frame`): True
         in a cell's code, False when no cell computes there (or it is stopped at a breakpoint: it
         allocates nothing), None in the kernel's own code (it stays pending)."""
-        main = self.main
-        task = main.cell_task
-        if not (main.executing or (task is not None and asyncio.current_task(main.loop) is task)):
+        parent = self.parent_worker
+        task = parent.cell_task
+        if not (parent.executing or (task is not None and asyncio.current_task(parent.loop) is task)):
             return False
         debugger = self.debugger()
         if debugger is not None and debugger.in_debugger(frame):
@@ -117,7 +117,7 @@ class Interrupts:
     def memory_stop_pending(self) -> bool:
         """Whether the memory guard's MemoryError has not landed yet in the parent shell's running
         cell (its signal came while the kernel's own code ran): the guard asks again."""
-        return self._memory_error is not None and self.main.busy
+        return self._memory_error is not None and self.parent_worker.busy
 
     def _on_sigint(self, signum, frame) -> None:
         try:
@@ -133,9 +133,9 @@ class Interrupts:
         else:
             for worker in self.subshells.workers():
                 worker.interrupt()
-        main = self.main
-        task = main.cell_task
-        computing = main.executing or (task is not None and asyncio.current_task(main.loop) is task)
+        parent = self.parent_worker
+        task = parent.cell_task
+        computing = parent.executing or (task is not None and asyncio.current_task(parent.loop) is task)
         if computing:
             debugger = self.debugger()
             if debugger is not None and debugger.in_debugger(frame):
@@ -154,5 +154,5 @@ class Interrupts:
                 return
             raise KeyboardInterrupt
         if task is not None:
-            main.interrupt()  # the cell awaits: cancel it
+            parent.interrupt()  # the cell awaits: cancel it
         # idle (or inside the kernel's own code between cells): nothing to interrupt
