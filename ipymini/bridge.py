@@ -46,8 +46,8 @@ class KernelServices:
     request_input: Callable[[str, bool], str]  # (prompt, password) -> the client's answer
     subshell_ids: Callable[[], list]  # the running subshells' ids (for %subshell)
     interrupt_count: Callable[[], int]  # interrupts delivered so far (`!cmd` ends the cell on one)
-    public: object  # what user code sees as `get_ipython().kernel` (ipykernel's API); ipymini never
-    # reaches through it
+    # what user code sees as `get_ipython().kernel` (shell/ipykernel_api.py); ipymini never uses it
+    ipykernel_api: object
     memory: object = None  # memory/MemoryGuard: describes a cell's MemoryError, gives its memory back
     gui_loops: object = None  # gui/loops.GuiLoops: what `%gui` / `%matplotlib tk|qt` switch
 
@@ -80,7 +80,8 @@ class Bridge:
         self.services = services
         self.debugger = None  # set by attach_debugger
         present_as_ipykernel(ZMQInteractiveShell)
-        shell = ZMQInteractiveShell.instance(parent=app, profile_dir=app.profile_dir, kernel=services.public,
+        shell = ZMQInteractiveShell.instance(parent=app, profile_dir=app.profile_dir,
+                                             kernel=services.ipykernel_api,
                                              publisher=services.publisher,
                                              interrupt_count=services.interrupt_count,
                                              gui_loops=services.gui_loops)
@@ -91,8 +92,8 @@ class Bridge:
             shell.config.IPKernelApp.connection_file = app.connection_file
         shell.configurables.append(app)  # `%config IPKernelApp`, as in ipykernel
         # some libraries read these (ipykernel's names; see shell/ipykernel_api.py)
-        shell.display_pub.session = services.public.session
-        shell.display_pub.pub_socket = services.public.iopub_socket
+        shell.display_pub.session = services.ipykernel_api.session
+        shell.display_pub.pub_socket = services.ipykernel_api.iopub_socket
         shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
         shell.make_thread_safe()
         run_params = inspect.signature(shell.run_cell_async).parameters

@@ -36,7 +36,7 @@ from ipymini.scheduling.interrupts import Interrupts
 from ipymini.scheduling.stdin import StdinBroker
 from ipymini.scheduling.workers import ShellWorker, SubshellManager
 from ipymini.shell.history import IPythonCells, SubshellCells
-from ipymini.shell.ipykernel_api import IPyKernelAPI
+from ipymini.shell.ipykernel_api import IPyKernelAPI, usage_content
 from ipymini.shell.zmqshell import RunningCell
 
 log = logging.getLogger("ipymini")
@@ -45,7 +45,7 @@ COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 _STATUS_CONTENT = {state: f'{{"execution_state": "{state}"}}'.encode() for state in ("busy", "idle")}
 
 
-class Kernel(IPyKernelAPI):
+class Kernel:
     """Serves the Jupyter messaging protocol for one IPython shell."""
 
     def __init__(self, conn: dict, app, sockets=None):
@@ -71,8 +71,14 @@ class Kernel(IPyKernelAPI):
         # comm messages run on the parent shell, serialized with its cells, unless this is set
         self.comms_on_subshells = settings.value("IPYMINI_COMMS_ON_SUBSHELLS")
         self.stdin = StdinBroker(self.wire, self._send_on_stdin)
-        self.comm_manager = comms.CommManager(self.publisher, self._run_soon, kernel=self)
-        self._init_ipykernel_api()  # session, iopub_socket, get_parent (ipykernel_api.py)
+        self.comm_manager = comms.CommManager(self.publisher, self._run_soon)
+        self._control_request: Request | None = None  # the control thread's latest request
+        self._usage_processes: dict = {}  # psutil's Process objects between usage requests
+        # what user code sees as `get_ipython().kernel` (and a comm as `comm.kernel`)
+        self.ipykernel_api = IPyKernelAPI(self.wire, self.output, self.stdin, self.comm_manager,
+                                   lambda: self.bridge.shell if self.bridge is not None else None,
+                                   lambda: self._control_request)
+        self.comm_manager.kernel = self.ipykernel_api
         self.shell_handlers = {
             "execute_request": self.execute_request,
             "complete_request": self.complete_request,
@@ -124,8 +130,8 @@ class Kernel(IPyKernelAPI):
                                        self.interrupts.memory_stop_pending)
         self.bridge = Bridge(self.app, KernelServices(
             publisher=self.publisher, request_input=self.stdin.request_input,
-            subshell_ids=self.subshells.ids, interrupt_count=lambda: self.interrupts.count, public=self,
-            memory=self.memory, gui_loops=self.gui))
+            subshell_ids=self.subshells.ids, interrupt_count=lambda: self.interrupts.count,
+            ipykernel_api=self.ipykernel_api, memory=self.memory, gui_loops=self.gui))
         self.comm_manager.shell = self.bridge.shell
         self.parent_worker.cells = IPythonCells(self.bridge.shell)
         self.bridge.start()
@@ -300,7 +306,7 @@ class Kernel(IPyKernelAPI):
     def _send_aborted(self, req: Request) -> None:
         if req.msg_type.endswith("_request"):
             self.send_reply(req, {"status": "aborted"},
-                            metadata=execute_metadata(self.ident, now_iso(), "aborted"))
+                            metadata=execute_metadata(self.wire.session_id, now_iso(), "aborted"))
 
     def _refuse_unknown_subshell(self, req: Request) -> None:
         """Sockets' lock held: a shell request for a subshell that does not exist gets an error reply."""
@@ -310,7 +316,7 @@ class Kernel(IPyKernelAPI):
         self._publish_status("busy", req)
         if req.msg_type.endswith("_request"):
             self.send_reply(req, unknown_subshell_reply(req.subshell_id),
-                            metadata=execute_metadata(self.ident, now_iso(), "error"))
+                            metadata=execute_metadata(self.wire.session_id, now_iso(), "error"))
         else:
             log.warning("dropped a %s for unknown subshell_id %r", req.msg_type, req.subshell_id)
         self._publish_status("idle", req)
@@ -390,8 +396,8 @@ class Kernel(IPyKernelAPI):
         cells.ran(code, store_history)
         reply = {**status, "execution_count": cells.next_count - 1}
         if status["status"] == "error":  # ipyparallel's field, which ipykernel still sends
-            reply["engine_info"] = {"engine_uuid": self.ident, "engine_id": self.int_id,
-                                    "method": "execute"}
+            reply["engine_info"] = {"engine_uuid": self.wire.session_id,
+                                    "engine_id": self.ipykernel_api.int_id, "method": "execute"}
         expressions = c.get("user_expressions") or {}
         reply["user_expressions"] = (bridge.user_expressions(expressions)
                                      if status["status"] == "ok" and isinstance(expressions, dict) else {})
@@ -400,7 +406,8 @@ class Kernel(IPyKernelAPI):
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
             self.sockets.io_thread.sync()  # take in what the client already sent, then abort it
             worker.abort_through = worker.seq
-        self.send_reply(req, reply, metadata=execute_metadata(self.ident, started, status["status"]))
+        self.send_reply(req, reply,
+                        metadata=execute_metadata(self.wire.session_id, started, status["status"]))
 
     def complete_request(self, req: Request) -> None:
         c = req.content
@@ -426,6 +433,13 @@ class Kernel(IPyKernelAPI):
     def comm_info_request(self, req: Request) -> None:
         target = req.content.get("target_name")
         self.send_reply(req, {"status": "ok", "comms": self.comm_manager.comms_info(target)})
+
+    def usage_request(self, req: Request) -> None:
+        """jupyter-resource-usage's kernel panel: this kernel's CPU and memory (with its children's)
+        and the host's, as ipykernel reports them, and the memory guard's report."""
+        content = usage_content(self._usage_processes)
+        content["memory_guard"] = self.memory.report()  # ipymini's: the limit and the use against it
+        self.send_reply(req, content)
 
     def connect_request(self, req: Request) -> None:
         ports = {f"{ch}_port": self.conn[f"{ch}_port"] for ch in ("shell", "iopub", "stdin", "hb",

@@ -17,6 +17,7 @@ import pytest
 
 from ipymini.kernel import Kernel
 from ipymini.protocol.wire import Wire
+from ipymini.protocol.messages import Request
 from ipymini.shell.history import IPythonCells
 
 KEY = "in-process-key"
@@ -292,3 +293,20 @@ def test_the_parent_shells_count_is_ipythons(kernel):
     seen = answered(sockets, loop, ids)
     counts = [[c["execution_count"] for ch, t, c in seen[i] if t == "execute_reply"][0] for i in ids]
     assert counts == [1, 1, 2] and k.bridge.execution_count == 3 and not k.parent_worker.cells.own
+
+
+def test_user_code_sees_ipykernels_api_composed_over_the_kernel(kernel):
+    """`get_ipython().kernel` (and `comm.kernel`) is the IPyKernelAPI object: what libraries use of
+    ipykernel's Kernel, over the parts it needs; the kernel's own state is out of reach."""
+    k, sockets, loop = kernel
+    api = k.ipykernel_api
+    assert k.comm_manager.kernel is api and api.comm_manager is k.comm_manager
+    assert api.ident == k.wire.session_id and api.int_id == -1
+    k.bridge.shell = shell = object()
+    assert api.shell is shell
+    assert api.get_parent("control") == {} and api._parent_ident["control"] == b""
+    k._control_request = control = Request("control", [b"c"], request("kernel_info_request", {}))
+    assert api.get_parent("control")["header"]["msg_id"] == control.header["msg_id"]
+    assert api._parent_ident["control"] == [b"c"]
+    for internal in ("sockets", "shell_handlers", "bridge", "wire", "parent_worker", "execute_request"):
+        assert not hasattr(api, internal), internal

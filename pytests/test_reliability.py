@@ -143,7 +143,9 @@ def test_a_crashed_kernel_thread_shuts_the_kernel_down():
     try:
         proc = k.km.provisioner.process
         # break the IO thread's loop: it dies of the error, and must not leave a zombie kernel
-        k.kc.execute("t = get_ipython().kernel.sockets.io_thread; t._timeout_ms = None; t.wake()")
+        k.kc.execute("import threading\n"
+                     "t = next(t for t in threading.enumerate() if t.name == 'ipymini-io')\n"
+                     "t._timeout_ms = None; t.wake()")
         assert proc.wait(20) is not None
     finally:
         k.stop()

@@ -1,7 +1,8 @@
 """ipykernel's public API, for the code in the wild that uses it.
 
-Owns what `get_ipython().kernel` offers beyond ipymini's own needs (`session`, `iopub_socket`,
-`shell`, `get_parent(channel)`, `_parent_ident`) and the content of `usage_request` replies.
+Owns what `get_ipython().kernel` is (`IPyKernelAPI`: `session`, `iopub_socket`, `comm_manager`,
+`shell`, `get_parent(channel)`, `_parent_ident`, ...), composed over the few parts of the kernel it
+needs, and the content of `usage_request` replies.
 Everything user code sends goes through the kernel's ordered IOPub queue: user code, on whatever
 thread, never touches a ZMQ socket of the kernel's (sockets are not thread-safe).
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+
+from typing import Callable
 
 from ipymini import patches
 from ipymini.output import routing
@@ -64,29 +67,33 @@ class IOPubSocket:
 
 
 class IPyKernelAPI:
-    """The attributes ipykernel's Kernel offers to user code, mixed into ipymini's Kernel.
+    """What user code sees as `get_ipython().kernel`: the attributes of ipykernel's Kernel that
+    libraries use (which ones: DEVLOG, session 11), never the kernel itself.
 
-    Needs `self.wire`, `self.output` and `self.bridge` from the kernel; keeps the control channel's
-    current request (`_control_request`), which the control thread sets.
+    Given the wire (its session id and signing), the output front (iopub), the stdin broker, the comm
+    manager, and two callables: `shell()` (None until the shell exists) and `control_request()` (the
+    request the control thread handles now, or its latest).
     """
 
-    def _init_ipykernel_api(self) -> None:
-        self.iopub_socket = IOPubSocket(self.output)
-        self.session = Session(self.wire)  # jupyter_client's Session API (protocol/session.py)
-        self._control_request = None
-        self._usage_processes: dict = {}
-
     int_id = -1  # ipyparallel's engine number; none here
+
+    def __init__(self, wire, output, stdin, comm_manager, shell: Callable[[], object],
+                 control_request: Callable[[], object]):
+        self.iopub_socket = IOPubSocket(output)
+        self.session = Session(wire)  # jupyter_client's Session API (protocol/session.py)
+        self.comm_manager = comm_manager
+        self._wire, self._stdin = wire, stdin
+        self._shell, self._control = shell, control_request
 
     @property
     def shell(self):
         """The IPython shell (`get_ipython()`)."""
-        return self.bridge.shell if self.bridge is not None else None
+        return self._shell()
 
     @property
     def ident(self) -> str:
         """This kernel's identity (the `engine` of execute_reply metadata)."""
-        return self.wire.session_id
+        return self._wire.session_id
 
     @property
     def user_ns(self) -> dict:
@@ -102,11 +109,11 @@ class IPyKernelAPI:
 
     def raw_input(self, prompt: str = "") -> str:
         """input() through the frontend (an `input_request` on stdin)."""
-        return self.stdin.request_input(str(prompt), password=False)
+        return self._stdin.request_input(str(prompt), password=False)
 
     def getpass(self, prompt: str = "") -> str:
         """getpass() through the frontend."""
-        return self.stdin.request_input(str(prompt), password=True)
+        return self._stdin.request_input(str(prompt), password=True)
 
     def set_parent(self, ident, parent: dict, channel: str = "shell") -> None:
         """ipykernel's Kernel.set_parent: output of the calling code goes to `parent` (shell only; the
@@ -119,7 +126,7 @@ class IPyKernelAPI:
             current = routing.current_request.get()
             channel = current.channel if current is not None else "shell"
         if channel == "control":
-            return self._control_request
+            return self._control()
         req = routing.parent_request()
         return req if req is not None and req.channel == "shell" else routing.latest()
 
@@ -137,14 +144,7 @@ class IPyKernelAPI:
         by JupyterLab extensions)."""
         return {channel: (req.idents if req is not None else b"")
                 for channel, req in (("shell", self._request_on("shell")),
-                                     ("control", self._control_request))}
-
-    def usage_request(self, req) -> None:
-        """jupyter-resource-usage's kernel panel: this kernel's CPU and memory (with its children's)
-        and the host's, as ipykernel reports them."""
-        content = usage_content(self._usage_processes)
-        content["memory_guard"] = self.memory.report()  # ipymini's: the limit and the use against it
-        self.send_reply(req, content)
+                                     ("control", self._control()))}
 
 
 def usage_content(processes: dict) -> dict:
