@@ -356,7 +356,7 @@ class Kernel:
         else:
             # not sent yet: `idle` follows every shell reply and sends outputs, reply and idle in order
             self.output.before_reply(wake=False)
-            self.sockets.io_thread.send_after_iopub(req.channel, frames, wake=False)
+            self.sockets.send_after_iopub(req.channel, frames, wake=False)
 
     def _run_soon(self, fn, *args) -> None:
         """Run `fn(*args)` on the main loop, from any thread."""
@@ -365,7 +365,7 @@ class Kernel:
     def _send_on_stdin(self, frames: list) -> None:
         """Send an input_request on stdin after every output its request produced so far."""
         self.output.before_reply()
-        self.sockets.io_thread.send_after_iopub("stdin", frames)
+        self.sockets.send_after_iopub("stdin", frames)
 
     # ------------------------------------------------------------------ shell handlers
 
@@ -404,7 +404,7 @@ class Kernel:
         reply["payload"] = bridge.take_payloads()
         self.output.finish_cell(req)
         if status["status"] == "error" and c.get("stop_on_error", True) and not silent:
-            self.sockets.io_thread.sync()  # take in what the client already sent, then abort it
+            self.sockets.receive_waiting()  # take in what the client already sent, then abort it
             worker.abort_through = worker.seq
         self.send_reply(req, reply,
                         metadata=execute_metadata(self.wire.session_id, started, status["status"]))

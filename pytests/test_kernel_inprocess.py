@@ -23,30 +23,11 @@ from ipymini.shell.history import IPythonCells
 KEY = "in-process-key"
 
 
-class FakeIOThread:
-    """What the kernel uses of the IO thread: replies go out after the iopub messages before them."""
-
-    def __init__(self, sockets):
-        self.sockets = sockets
-        self.lock = sockets.io_lock
-
-    def send_after_iopub(self, channel, frames, wake=True):
-        self.sockets.drain_iopub()
-        self.sockets.record(channel, frames)
-
-    def send(self, channel, frames):
-        self.send_after_iopub(channel, frames)
-
-    def sync(self):
-        pass  # nothing waits in a socket here: every request was handed over already
-
-
 class FakeSockets:
     """Stands in for KernelSockets: records every message the kernel sends, decoded, in order."""
 
     def __init__(self):
         self.io_lock = threading.Lock()
-        self.io_thread = FakeIOThread(self)
         self.wire = Wire(KEY)
         self.sent: list[tuple[str, dict]] = []
         self.iopub = None
@@ -79,6 +60,12 @@ class FakeSockets:
     def send(self, channel, frames):
         self.drain_iopub()
         self.record(channel, frames)
+
+    def send_after_iopub(self, channel, frames, wake=True):  # replies go out after iopub before them
+        self.send(channel, frames)
+
+    def receive_waiting(self):
+        return True  # nothing waits in a socket here: every request was handed over already
 
     def share_shell_reading(self):
         pass

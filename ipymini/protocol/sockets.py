@@ -189,6 +189,15 @@ class KernelSockets:
         owner = self.control_thread if channel == "control" else self.io_thread
         owner.send(channel, frames)
 
+    def send_after_iopub(self, channel: str, frames: list, wake: bool = True) -> None:
+        """Queue a reply or an input request (shell, stdin) to go out once every iopub message
+        queued before it has been sent (see ChannelThread.send_after_iopub)."""
+        self.io_thread.send_after_iopub(channel, frames, wake)
+
+    def receive_waiting(self) -> bool:
+        """Take in what clients already sent on shell and stdin (before aborting queued executes)."""
+        return self.io_thread.sync()
+
     def close(self) -> None:
         """Stop the threads (sending what is queued first) and close every socket."""
         for t in (self.control_thread, self.io_thread):
