@@ -253,23 +253,6 @@ def test_a_comm_message_gets_busy_and_idle_but_no_reply(kernel):
     assert [(ch, t) for ch, t, _ in seen] == [("iopub", "status"), ("iopub", "status")]
 
 
-def test_a_subshells_book_counts_and_keeps_only_stored_cells():
-    """A subshell's execution count and history are its worker's own (shell/history.py), answered
-    with the same history_reply as IPython's."""
-    from ipymini.shell.history import SubshellCells
-
-    cells = SubshellCells()
-    assert cells.own and cells.next_count == 1
-    cells.ran("a = 1", stored=True)
-    cells.ran("silent()", stored=False)  # (silent, or store_history False): neither counted nor kept
-    cells.ran("b = 2", stored=True)
-    assert cells.next_count == 3
-    tail = cells.history({"hist_access_type": "tail", "n": 10, "output": False, "raw": True})
-    assert tail == {"status": "ok", "history": [[0, 1, "a = 1"], [0, 2, "b = 2"]]}
-    found = cells.history({"hist_access_type": "search", "pattern": "b*", "output": False, "raw": True})
-    assert found["history"] == [[0, 2, "b = 2"]]
-
-
 def test_the_parent_shells_count_is_ipythons(kernel):
     k, sockets, loop = kernel
     ids = []
