@@ -241,7 +241,7 @@ class Kernel:
             # "control is identical to shell, on a separate socket": a shell request sent here joins
             # the parent shell's line (never the control thread, which must stay free for
             # interrupts), and is answered here
-            self.parent_worker.loop.call_soon_threadsafe(self._control_to_shell, req)
+            self._run_soon(self._control_to_shell, req)
             return
         self._answer_now(req, self.control_handlers)
 
