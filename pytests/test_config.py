@@ -70,7 +70,8 @@ def test_display_page_config_shows_pager_output_inline(configured):
 
 def test_kernel_attribute_and_streams(kernel):
     assert value(kernel, "get_ipython().kernel is not None") == "True"
-    assert value(kernel, "type(get_ipython().kernel).__module__") == "'ipymini.kernel'"
+    # ipykernel's API for user code, not the kernel itself (shell/ipykernel_api.py)
+    assert value(kernel, "type(get_ipython().kernel).__name__") == "'IPyKernelAPI'"
     assert value(kernel, "(sys := __import__('sys')).stdout.isatty(), sys.stderr.isatty()") == \
         "(False, False)"
     assert stream_text(kernel.run_ok("import sys; print(sys.stdout.isatty())")) == "False\n"

@@ -190,9 +190,10 @@ def test_kernel_takes_valid_values():
            "IPYMINI_COMMS_ON_SUBSHELLS": "yes", "IPYMINI_EXPERIMENTAL_COMPLETIONS": "off"}
     k = KernelHarness(env=env)
     try:
-        code = ("import logging\nfrom ipymini.debugging.debugger import Debugger\n"
-                "k = get_ipython().kernel\nd = Debugger(k.shell, k.publisher)\n"
-                "print(logging.getLogger('ipymini').level, d.timeout, d.just_my_code, k.comms_on_subshells)")
+        code = ("import logging\nfrom ipymini import settings\nfrom ipymini.debugging.debugger import Debugger\n"
+                "d = Debugger(get_ipython(), None)\n"
+                "print(logging.getLogger('ipymini').level, d.timeout, d.just_my_code,\n"
+                "      settings.value('IPYMINI_COMMS_ON_SUBSHELLS'))")
         assert stream_text(k.run_ok(code)) == "20 30.0 False True\n"
         reply, _ = k.request("complete_request", {"code": "impo", "cursor_pos": 4})
         content = reply["content"]
