@@ -45,7 +45,8 @@ class _Computing:
 
 
 class _Awaiting:
-    """`with worker.awaiting(task):` the worker's cell runs as `task`, which the worker awaits."""
+    """`with worker.awaiting(task, cell):` the worker's cell runs as `task`, which the worker awaits;
+    `cell` is its RunningCell, which an interrupt marks."""
 
     __slots__ = ("worker", "task", "cell")
 
