@@ -227,6 +227,9 @@ def install(bound: AddressBound) -> None:
     after_import("numpy", lambda numpy: _lazy_zeros(numpy, bound))
 
 
+NO_ROOM_FOR_STACK = "can't start new thread: no memory was left for its stack"
+
+
 def _starting_threads(bound: AddressBound, original):
     @functools.wraps(original)
     def start_thread(function, *args, **kwargs):
@@ -260,7 +263,7 @@ def _starting_threads(bound: AddressBound, original):
             except RuntimeError as error:  # other threads took the room lifted for its stack
                 if not armed:
                     raise
-                raise MemoryError("can't start new thread: no memory was left for its stack") from error
+                raise MemoryError(NO_ROOM_FOR_STACK) from error
             # and until the thread has started, so that its start-up has room too
             _started(bound, thread, started, start_up, kwargs.get("handle"))
         if users and thread is not None:
@@ -282,7 +285,7 @@ def _fresh_handle(thread, kwargs: dict, error: RuntimeError) -> dict:
             fresh = type(handle)()
             setattr(thread, name, fresh)
             return {**kwargs, "handle": fresh}
-    raise MemoryError("can't start new thread: no memory was left for its stack") from error
+    raise MemoryError(NO_ROOM_FOR_STACK) from error
 
 
 class _StartUp:
