@@ -1,7 +1,8 @@
 """Stress the memory guard: cells that run out of memory, in fresh kernels in a 1 GiB memory cgroup,
 optionally with both cores kept busy, counting how each cell ended (MemoryError, ok, another error, no
-reply, OOM kill). A kernel that does not reply within --wait seconds has its threads' stacks printed
-(IPYMINI_STACKS_SIGNAL) and its log kept, so a wedge shows where every thread waits.
+reply, OOM kill) and whether the cell after it then ran `ok`. A kernel that does not reply within
+--wait seconds has its threads' stacks printed (IPYMINI_STACKS_SIGNAL) and its log kept, so a wedge
+shows where every thread waits.
 
     python bench/guard_stress.py ROUNDS [PATTERN ...] [--load] [--sequence] [--wait SECONDS]
 
@@ -110,6 +111,10 @@ def main(argv: list[str]) -> int:
                         outcome = _run_cell(k, ALL[name], wait)
                         if outcome == "no reply" and cg.oom_kills() > kills:
                             outcome = "OOM kill"
+                        if outcome not in ("no reply", "OOM kill"):  # the next cell is untouched
+                            after = _run_cell(k, "keep", wait)
+                            if after != "ok":
+                                outcome += f", then the next cell: {after}"
                         outcomes[name][outcome] += 1
                         print(r, name, outcome, flush=True)
                         if outcome == "no reply":

@@ -492,3 +492,57 @@ def test_a_start_refused_without_the_bound_stays_a_runtime_error(monkeypatch):
     with pytest.raises(RuntimeError, match="can't start new thread"):
         t.start()
     assert len(seen) == 1
+
+
+def _watching_guard(stopped: list):
+    """A guard over this process with a generous IPYMINI_MEMORY_LIMIT, not started (no bound is set on
+    the test process); a cell computes all along, and `stopped` collects each stop asked for."""
+    from ipymini.memory.watcher import MemoryGuard
+
+    guard = MemoryGuard(limits.Limits([limits.SettingBudget(64 * GIB)], "/proc/self"), None,
+                        lambda: True, stopped.append)
+    return guard, guard._thread_failed(lambda args: None)
+
+
+def _dies_of_memory_error(hook, guard, started_before=None):
+    """Run a thread noted as the user's (as the bound's start does) that dies of MemoryError: the hook
+    is called in it, as threading.excepthook would be. `started_before` runs after it started and
+    before it dies (a new cell beginning, say)."""
+    import threading
+
+    go = threading.Event()
+
+    def body():
+        go.wait(10)
+        try:
+            raise MemoryError
+        except MemoryError:
+            hook(threading.ExceptHookArgs(sys.exc_info() + (threading.current_thread(),)))
+    thread = threading.Thread(target=body)
+    thread.start()
+    guard.bound.note_user_thread(thread)
+    if started_before is not None:
+        started_before()
+    go.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_thread_of_an_earlier_cell_dying_of_memory_error_does_not_stop_the_next_cell():
+    """Seen in CI (3.14, under load): a thread of a cell stopped for memory died after the next cell
+    had begun, and stopped that cell, which used 102 MiB of 1 GiB."""
+    stopped = []
+    guard, hook = _watching_guard(stopped)
+    guard.cell_started(True, 1, "run()")
+    time.sleep(0.01)  # (monotonic time moves on between the two cells)
+    _dies_of_memory_error(hook, guard, started_before=lambda: guard.cell_started(True, 2, "print(keep)"))
+    assert stopped == [] and guard.stops == 0
+
+
+def test_a_thread_the_running_cell_started_dying_of_memory_error_stops_the_cell():
+    stopped = []
+    guard, hook = _watching_guard(stopped)
+    guard.cell_started(True, 1, "run()")
+    _dies_of_memory_error(hook, guard)
+    assert len(stopped) == 1 and guard.stops == 1
+    guard.cell_ended(True)

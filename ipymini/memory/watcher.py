@@ -192,13 +192,16 @@ class MemoryGuard:
 
     def _thread_failed(self, excepthook):
         def thread_failed(args):
-            """A thread that dies of MemoryError while a cell runs (the cell's own, most likely, which
-            allocated until the bound refused) stops the cell too: it could not have done its work.
-            What its frames held is let go first: printing its traceback needs memory, and so do the
-            kernel's own threads (several threads dying at once print while memory is full)."""
+            """A thread the running cell started (or one of its threads did) that dies of MemoryError
+            (it allocated until the bound refused) stops the cell too: it could not have done its work.
+            A thread of an earlier cell does not: one that cell's stop reached late, dying while the
+            next cell runs, would stop an innocent cell (the watcher still stops any cell that grows
+            past the margin). What its frames held is let go first: printing its traceback needs
+            memory, and so do the kernel's own threads (several dying at once print while memory is
+            full)."""
             if issubclass(args.exc_type, MemoryError):
                 recovery.clear_traceback(args.exc_traceback)
-                if not self._showing and self._computing():
+                if not self._showing and self._computing() and self._of_running_cells(args.thread):
                     try:
                         self._stop()
                     except MemoryError:  # (nothing left even for that): the watcher stops it
@@ -206,6 +209,11 @@ class MemoryGuard:
                         self._wake.set()
             excepthook(args)
         return thread_failed
+
+    def _of_running_cells(self, thread: threading.Thread | None) -> bool:
+        """Whether the user's code started `thread` since the running cells began."""
+        began = list(self._cells_began.values())
+        return bool(began) and thread is not None and thread in self.bound.user_threads_since(min(began))
 
     # -- cells (on their own threads) --
 
@@ -221,7 +229,7 @@ class MemoryGuard:
             self._start_unused = self.bound.unused
             self.bound.cell_began(last.data, last.kernel_anon)
             self.bound.stopping_cell = False
-            self._showing = self._stopped_cell = False
+            self._showing = self._stopped_cell = self._stop_asked = False
         notice = self._notice
         if notice is not None:
             self._notice = None
