@@ -31,7 +31,7 @@ from ipymini.kernelcode import calls_user_code
 from ipymini.scheduling.cell_asyncio import sync_cell
 from ipymini.shell import tracebacks
 from ipymini.shell.completion import Completer
-from ipymini.shell.ipykernel_api import present_as_ipykernel
+from ipymini.shell.ipykernel_api import language_info, present_as_ipykernel
 from ipymini.shell.zmqshell import RunningCell, ZMQInteractiveShell, running_cell
 
 HISTORY_DELAY = 0.5  # seconds: the most a cell's history waits before it is written to disk
@@ -317,19 +317,6 @@ class Bridge:
             self.shell.atexit_operations()
         except Exception:
             pass
-
-
-def language_info() -> dict:
-    """kernel_info's language_info, taken from the running interpreter."""
-    return {
-        "name": "python",
-        "version": sys.version.split()[0],
-        "mimetype": "text/x-python",
-        "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
-        "pygments_lexer": f"ipython{sys.version_info[0]}",
-        "nbconvert_exporter": "python",
-        "file_extension": ".py",
-    }
 
 
 HELP_LINKS = [  # ipykernel's list

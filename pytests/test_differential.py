@@ -332,6 +332,13 @@ CORPUS = [
                               "'get_parent', 'set_parent', 'raw_input', 'getpass', 'ident', "
                               "'int_id', 'execution_count', 'log', 'io_loop', 'shell_stream', 'control_stream', "
                               "'user_ns', 'iopub_thread') if not hasattr(get_ipython().kernel, a)]"),
+    cell("kernel_language_info_and_parent_header",
+         "import warnings\nwith warnings.catch_warnings(record=True) as caught:\n"
+         "    warnings.simplefilter('always')\n"
+         "    header = get_ipython().kernel._parent_header['header']\n"
+         "(get_ipython().kernel.language_info, header['msg_type'],\n"
+         " header['msg_id'] == get_ipython().kernel.get_parent()['header']['msg_id'],\n"
+         " [(w.category.__name__, str(w.message)) for w in caught])"),
     cell("shell_attributes", "[a for a in ('kernel', 'parent_header', 'exiter', 'ask_exit', "
                              "'set_next_input', 'enable_gui', 'enable_matplotlib', 'keepkernel_on_exit', "
                              "'_last_traceback', 'payload_manager', 'user_module', 'display_pub', 'displayhook') "

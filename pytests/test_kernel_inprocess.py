@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from ipymini import bridge
 from ipymini.kernel import Kernel
 from ipymini.protocol.wire import Wire
 from ipymini.protocol.messages import Request
@@ -278,5 +279,9 @@ def test_user_code_sees_ipykernels_api_composed_over_the_kernel(kernel):
     k._control_request = control = Request("control", [b"c"], request("kernel_info_request", {}))
     assert api.get_parent("control")["header"]["msg_id"] == control.header["msg_id"]
     assert api._parent_ident["control"] == [b"c"]
+    with pytest.warns(DeprecationWarning, match="_parent_header is deprecated"):
+        assert api._parent_header == api.get_parent()  # ipykernel 5's name, as ipykernel 7 keeps it
+    assert api.language_info == bridge.kernel_info(debugger=False)["language_info"]
+    assert api.language_info["name"] == "python"
     for internal in ("sockets", "shell_handlers", "bridge", "wire", "parent_worker", "execute_request"):
         assert not hasattr(api, internal), internal

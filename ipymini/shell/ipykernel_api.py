@@ -1,7 +1,7 @@
 """ipykernel's public API, for the code in the wild that uses it.
 
 Owns what `get_ipython().kernel` is (`IPyKernelAPI`: `session`, `iopub_socket`, `comm_manager`,
-`shell`, `get_parent(channel)`, `_parent_ident`, ...), composed over the few parts of the kernel it
+`shell`, `get_parent(channel)`, `_parent_ident`, `language_info`, ...), composed over the few parts of the kernel it
 needs, and the content of `usage_request` replies.
 Everything user code sends goes through the kernel's ordered IOPub queue: user code, on whatever
 thread, never touches a ZMQ socket of the kernel's (sockets are not thread-safe).
@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-
+import sys
+import warnings
 from typing import Callable
 
 from ipymini import patches
@@ -21,6 +22,19 @@ from ipymini.patches import after_import
 from ipymini.protocol.session import Session
 
 IPYKERNEL_SHELL_MODULE = "ipykernel.zmqshell"
+
+
+def language_info() -> dict:
+    """kernel_info's language_info (and `kernel.language_info`), taken from the running interpreter."""
+    return {
+        "name": "python",
+        "version": sys.version.split()[0],
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
+        "pygments_lexer": f"ipython{sys.version_info[0]}",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }
 
 
 def present_as_ipykernel(shell_class) -> None:
@@ -33,7 +47,6 @@ def present_as_ipykernel(shell_class) -> None:
     ZMQInteractiveShell` then gives ipymini's shell, and isinstance checks against it hold. A module
     already loaded under that name (the real one, imported before the kernel started) is left alone.
     """
-    import sys
     import types
 
     shell_class.__module__ = IPYKERNEL_SHELL_MODULE
@@ -137,6 +150,19 @@ class IPyKernelAPI:
         channel. ipywidgets' Output widget reads the `msg_id` of this to capture output."""
         req = self._request_on(channel)
         return req.for_user_code() if req is not None else {}
+
+    @property
+    def _parent_header(self) -> dict:
+        """ipykernel 5's name for get_parent(), still read by older libraries (ipywidgets' Output widget
+        falls back to it); deprecated since ipykernel 6, with ipykernel's own warning."""
+        warnings.warn("Kernel._parent_header is deprecated in ipykernel 6. Use .get_parent()",
+                      DeprecationWarning, stacklevel=2)
+        return self.get_parent()
+
+    @property
+    def language_info(self) -> dict:
+        """kernel_info's language_info (ipykernel's class attribute)."""
+        return language_info()
 
     @property
     def _parent_ident(self) -> dict:
