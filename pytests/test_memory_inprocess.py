@@ -504,10 +504,10 @@ def _watching_guard(stopped: list):
     return guard, guard._thread_failed(lambda args: None)
 
 
-def _dies_of_memory_error(hook, guard, started_before=None):
+def _dies_of_memory_error(hook, guard, started_before=None, join=True):
     """Run a thread noted as the user's (as the bound's start does) that dies of MemoryError: the hook
     is called in it, as threading.excepthook would be. `started_before` runs after it started and
-    before it dies (a new cell beginning, say)."""
+    before it dies (a new cell beginning, say). Returns the thread (ended, if `join`)."""
     import threading
 
     go = threading.Event()
@@ -524,8 +524,10 @@ def _dies_of_memory_error(hook, guard, started_before=None):
     if started_before is not None:
         started_before()
     go.set()
-    thread.join(10)
-    assert not thread.is_alive()
+    if join:
+        thread.join(10)
+        assert not thread.is_alive()
+    return thread
 
 
 def test_a_thread_of_an_earlier_cell_dying_of_memory_error_does_not_stop_the_next_cell():
@@ -540,9 +542,19 @@ def test_a_thread_of_an_earlier_cell_dying_of_memory_error_does_not_stop_the_nex
 
 
 def test_a_thread_the_running_cell_started_dying_of_memory_error_stops_the_cell():
+    """...and stays alive until the cell ends (or shows its MemoryError): a cell joining it would
+    otherwise end `ok` before the stop landed (seen on 3.13t)."""
     stopped = []
     guard, hook = _watching_guard(stopped)
     guard.cell_started(True, 1, "run()")
-    _dies_of_memory_error(hook, guard)
+    thread = _dies_of_memory_error(hook, guard, join=False)
+    deadline = time.monotonic() + 10
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(stopped) == 1 and guard.stops == 1
+    time.sleep(0.2)
+    assert thread.is_alive()  # (its join would return only now)
     guard.cell_ended(True)
+    thread.join(1)
+    assert not thread.is_alive()
+

@@ -30,6 +30,7 @@ log = logging.getLogger("ipymini")
 RATE = 8 << 30  # bytes a second: the fastest a cell is assumed to fill memory
 MIN_INTERVAL, MAX_INTERVAL = 0.002, 0.5  # seconds between samples
 FOLLOW_INTERVAL = 0.01  # between samples while a stopped cell has not shown its MemoryError yet
+STOP_LANDS = 2.0  # seconds a thread that stopped its cell waits, alive, for the stop to land
 GROWTH_MIN = 16 << 20  # a cell is stopped only if the kernel grew this much since it started
 TRIM_OVER = 32 << 20  # memory malloc holds free, past which it is returned while idle
 TRIM_EVERY, TRIM_BACKOFF = 1.0, 64.0  # seconds between such trims; up to this when they free little
@@ -51,6 +52,7 @@ class MemoryGuard:
         self._stop_cells_and_threads = stop_cells
         self._cells_began: dict[int, float] = {}  # 0: the parent shell's cell, 1: a subshell's
         self._stop_pending = stop_pending
+        self._cell_done = threading.Event()  # the running cell shows its MemoryError, or has ended
         self._lock = threading.Lock()  # one sample and its bound at a time
         self._closing = False
         self._wake = threading.Event()  # set at shutdown, and by a stop asked from another thread
@@ -78,6 +80,8 @@ class MemoryGuard:
             return
         install(self.bound)
         patches.patch(threading, "excepthook", self._thread_failed(threading.excepthook))
+        s = self._sample_and_bound()
+        self.bound.cell_began(s.data, s.kernel_anon)  # (what start-up mapped and left unwritten)
         self._sample_and_bound()
         thread = threading.Thread(target=self._run, name="ipymini-memory", daemon=True)
         thread.pydev_do_not_trace = thread.is_pydev_daemon_thread = True  # hidden from the debugger
@@ -198,16 +202,22 @@ class MemoryGuard:
             next cell runs, would stop an innocent cell (the watcher still stops any cell that grows
             past the margin). What its frames held is let go first: printing its traceback needs
             memory, and so do the kernel's own threads (several dying at once print while memory is
-            full)."""
+            full). The thread then stays until the cell shows its MemoryError or ends (at most
+            STOP_LANDS): a cell joining its threads would otherwise see the last one end and finish
+            `ok` before the stop landed (seen on 3.13t with the guard forced on: its threads die at once)."""
+            stopping = False
             if issubclass(args.exc_type, MemoryError):
                 recovery.clear_traceback(args.exc_traceback)
                 if not self._showing and self._computing() and self._of_running_cells(args.thread):
+                    stopping = True
                     try:
                         self._stop()
                     except MemoryError:  # (nothing left even for that): the watcher stops it
                         self._stop_asked = True
                         self._wake.set()
             excepthook(args)
+            if stopping:
+                self._cell_done.wait(STOP_LANDS)
         return thread_failed
 
     def _of_running_cells(self, thread: threading.Thread | None) -> bool:
@@ -222,6 +232,7 @@ class MemoryGuard:
         if self.record is not None:
             self.record.cell_started(0 if parent else 1, count, code)
         self._cells_began[0 if parent else 1] = time.monotonic()
+        self._cell_done.clear()
         last = self.last
         if last is not None:
             self._base, self._peak_base = last.kernel_anon, last.peak_resident
@@ -239,6 +250,7 @@ class MemoryGuard:
         if self.record is not None:
             self.record.cell_ended(0 if parent else 1)
         self._cells_began.pop(0 if parent else 1, None)
+        self._cell_done.set()
         last = self.last
         if last is not None and last.spare < 0:  # past the margin: what the cell freed (`del`) goes
             # back now, and the kernel's own work gets its room
@@ -255,6 +267,7 @@ class MemoryGuard:
         if self.limits is None or getattr(exc, "_ipymini_memory", False):
             return
         self._showing = True
+        self._cell_done.set()
         with self._lock:  # (a quarter: threads the cell started may still be allocating, and the
             # bound stays below the limit by that much)
             self._grant = self.limits.margins[self.last.worst] // 4
