@@ -204,7 +204,8 @@ class MemoryGuard:
             memory, and so do the kernel's own threads (several dying at once print while memory is
             full). The thread then stays until the cell shows its MemoryError or ends (at most
             STOP_LANDS): a cell joining its threads would otherwise see the last one end and finish
-            `ok` before the stop landed (seen on 3.13t with the guard forced on: its threads die at once)."""
+            `ok` before the stop landed (seen on 3.13t with the guard forced on: the threads all die
+            at once there)."""
             stopping = False
             if issubclass(args.exc_type, MemoryError):
                 recovery.clear_traceback(args.exc_traceback)

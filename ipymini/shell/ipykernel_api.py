@@ -1,8 +1,8 @@
 """ipykernel's public API, for the code in the wild that uses it.
 
 Owns what `get_ipython().kernel` is (`IPyKernelAPI`: `session`, `iopub_socket`, `comm_manager`,
-`shell`, `get_parent(channel)`, `_parent_ident`, `language_info`, ...), composed over the few parts of the kernel it
-needs, and the content of `usage_request` replies.
+`shell`, `get_parent(channel)`, `_parent_ident`, `language_info`, ...), composed over the few parts of
+the kernel it needs, kernel_info's `language_info`, and the content of `usage_request` replies.
 Everything user code sends goes through the kernel's ordered IOPub queue: user code, on whatever
 thread, never touches a ZMQ socket of the kernel's (sockets are not thread-safe).
 """
