@@ -77,7 +77,8 @@ class Kernel:
         # what user code sees as `get_ipython().kernel` (and a comm as `comm.kernel`)
         self.ipykernel_api = IPyKernelAPI(self.wire, self.output, self.stdin, self.comm_manager,
                                           lambda: self.bridge.shell if self.bridge is not None else None,
-                                          lambda: self._control_request)
+                                          lambda: self._control_request,
+                                          getattr(app, "config", None))
         self.comm_manager.kernel = self.ipykernel_api
         self.shell_handlers = {
             "execute_request": self.execute_request,

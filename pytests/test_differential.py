@@ -339,6 +339,9 @@ CORPUS = [
          "(get_ipython().kernel.language_info, header['msg_type'],\n"
          " header['msg_id'] == get_ipython().kernel.get_parent()['header']['msg_id'],\n"
          " [(w.category.__name__, str(w.message)) for w in caught])"),
+    cell("kernel_config", "k = get_ipython().kernel\n"
+         "(k.config is get_ipython().config, type(k.config).__name__,\n"
+         " k.config['IPKernelApp']['connection_file'] == get_ipython().config.IPKernelApp.connection_file)"),
     cell("shell_attributes", "[a for a in ('kernel', 'parent_header', 'exiter', 'ask_exit', "
                              "'set_next_input', 'enable_gui', 'enable_matplotlib', 'keepkernel_on_exit', "
                              "'_last_traceback', 'payload_manager', 'user_module', 'display_pub', 'displayhook') "

@@ -84,15 +84,17 @@ class IPyKernelAPI:
     libraries use (which ones: DEVLOG, session 11), never the kernel itself.
 
     Given the wire (its session id and signing), the output front (iopub), the stdin broker, the comm
-    manager, and two callables: `shell()` (None until the shell exists) and `control_request()` (the
-    request the control thread handles now, or its latest).
+    manager, two callables: `shell()` (None until the shell exists) and `control_request()` (the
+    request the control thread handles now, or its latest), and the application's Config (read as
+    `kernel.config["IPKernelApp"]["connection_file"]`).
     """
 
     int_id = -1  # ipyparallel's engine number; none here
 
     def __init__(self, wire, output, stdin, comm_manager, shell: Callable[[], object],
-                 control_request: Callable[[], object]):
+                 control_request: Callable[[], object], config=None):
         self.iopub_socket = IOPubSocket(output)
+        self.config = config  # the application's traitlets Config, as ipykernel's kernel has it
         self.session = Session(wire)  # jupyter_client's Session API (protocol/session.py)
         self.comm_manager = comm_manager
         self._wire, self._stdin = wire, stdin
