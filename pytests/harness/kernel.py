@@ -79,11 +79,16 @@ class KernelHarness:
         self.drain_iopub()
 
     def stop(self) -> None:
+        """Stop the client and the kernel, and close the manager's socket and context even when the
+        kernel is dead already (left to the garbage collector, a context whose sockets are still open
+        waits for them for ever in its finalizer: see zmq_leaks.py)."""
         try:
             self.kc.stop_channels()
         finally:
             if self.km.is_alive():
                 self.km.shutdown_kernel(now=False)
+            else:
+                self.km.cleanup_resources()
 
     # -- collecting messages --
 
