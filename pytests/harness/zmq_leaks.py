@@ -37,9 +37,10 @@ def open_contexts() -> list:
 @pytest.fixture(scope="module", autouse=True)
 def no_leaked_zmq_contexts(request):
     """Autouse, set up before the module's other fixtures and so finalized after them."""
-    before = {id(c) for c in open_contexts()}
+    before = open_contexts()  # (the objects, not their ids: a freed one's id may come back)
     yield
-    leaked = [c for c in open_contexts() if id(c) not in before]
+    leaked = [c for c in open_contexts() if not any(c is b for b in before)]
+    del before
     for ctx in leaked:
         ctx.destroy(linger=0)
     if leaked:
