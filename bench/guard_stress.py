@@ -1,6 +1,7 @@
 """Stress the memory guard: cells that run out of memory, in fresh kernels in a 1 GiB memory cgroup,
 optionally with both cores kept busy, counting how each cell ended (MemoryError, ok, another error, no
-reply, OOM kill) and whether the cell after it then ran `ok`. A kernel that does not reply within
+reply, OOM kill) and whether the cell after it then ran `ok`; an exception in the guard's own thread
+(from the kernel's log) is printed too. A kernel that does not reply within
 --wait seconds has its threads' stacks printed (IPYMINI_STACKS_SIGNAL) and its log kept, so a wedge
 shows where every thread waits.
 
@@ -79,6 +80,21 @@ def _dump(pid: int, log: str) -> None:
     print(f"(log kept in {kept})")
 
 
+def _report_guard_failures(log: str) -> None:
+    """The guard's own failures (an exception in its thread, logged by the kernel; a fatal error) from a
+    kernel's log: a cell can end as expected while the guard's thread failed beside it."""
+    try:
+        with open(log) as f:
+            text = f.read()
+    except OSError:
+        return
+    at = min((i for i in (text.find("the memory guard failed"), text.find("Fatal Python error")) if i >= 0),
+             default=-1)
+    if at >= 0:
+        print("the guard failed in this kernel:\n" + text[at:at + 3000], flush=True)
+        shutil.copy(log, os.path.join(tempfile.gettempdir(), f"guard-stress-failed-{time.time():.0f}.log"))
+
+
 def main(argv: list[str]) -> int:
     args = [a for a in argv if not a.startswith("--")]
     wait = float(argv[argv.index("--wait") + 1]) if "--wait" in argv else 60.0
@@ -127,6 +143,7 @@ def main(argv: list[str]) -> int:
                     except Exception:
                         pass
                     cg.remove()
+                    _report_guard_failures(log)
     finally:
         for h in hogs:
             h.kill()
