@@ -58,3 +58,22 @@ def test_unknown_metric_is_refused():
                           capture_output=True, text=True, timeout=30, cwd=REPO)
     assert proc.returncode == 2
     assert "unknown metric" in proc.stderr
+
+
+_cspec = importlib.util.spec_from_file_location("ipymini_bench_compare", REPO / "bench" / "compare.py")
+compare = importlib.util.module_from_spec(_cspec)
+_cspec.loader.exec_module(compare)
+
+
+def test_compare_tells_a_real_difference_from_noise():
+    """bench/compare.py: samples drawn from the same values are not told apart; two kernels whose every
+    round differs are, with the sign of the first kernel's lead."""
+    noisy = [3600, 4800, 3650, 4850, 4700, 3550, 4790, 4810, 3620]
+    assert abs(compare.rank_sum_z(noisy, list(reversed(noisy)))) < 0.01
+    assert compare.rank_sum_z([10.0] * 5 + [11.0] * 4, [9.0] * 9) > 3
+    lines = compare.compare({"samples": {"a": {"pipelined": noisy, "startup": [0.1, 0.1]},
+                                          "b": {"pipelined": [x * 1.1 for x in noisy]}}}, "a", "b")
+    assert len(lines) == 3  # the header, its rule, and pipelined (b has no startup samples)
+    row = lines[2].split(" | ")
+    assert row[0] == "| pipelined (9, 9 samples)" and row[1] == "4,700" and row[3] == "0.909"
+    assert row[-1] == "no |"
