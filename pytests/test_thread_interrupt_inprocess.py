@@ -89,3 +89,25 @@ def test_a_users_thread_that_moved_on_during_the_look_is_not_raised_into(monkeyp
     finally:
         stop.set()
         thread.join(10)
+
+
+@pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="sys.monitoring is 3.12+")
+def test_the_monitoring_targets_are_replaced_never_changed_in_place():
+    """Every thread reads the targets at every line while an interrupt is on its way, without a lock;
+    on free-threaded builds a dict that changes size while another thread looks into it is a
+    use-after-free class of CPython (gh-149816, gh-144295): arm and disarm put a new dict in place."""
+    monitoring = thread_interrupt._MonitoringInterrupts()
+    never = lambda: False  # noqa: E731 (nothing is raised: the callback sees it is not wanted)
+    try:
+        assert monitoring.arm(1, never)
+        first = monitoring.targets
+        assert monitoring.arm(2, never, MemoryError)
+        second = monitoring.targets
+        assert second is not first and set(first) == {1} and set(second) == {1, 2}
+        monitoring.disarm(1)
+        assert monitoring.targets is not second and set(second) == {1, 2}
+        assert monitoring.targets == {2: (never, MemoryError)}
+    finally:
+        monitoring.disarm(1)
+        monitoring.disarm(2)
+    assert monitoring.targets == {} and monitoring._tool is None  # the tool id is given back

@@ -50,7 +50,10 @@ class MemoryGuard:
         self.record = record
         self._computing = cells_computing
         self._stop_cells_and_threads = stop_cells
-        self._cells_began: dict[int, float] = {}  # 0: the parent shell's cell, 1: a subshell's
+        # when the running cells began (time.monotonic()), None when none runs: [the parent shell's, a
+        # subshell's]. Two fixed slots, never resized: other threads read them without a lock (a dict
+        # that changes size meanwhile is a use-after-free class of free-threaded CPython, gh-149816)
+        self._cells_began: list[float | None] = [None, None]
         self._stop_pending = stop_pending
         self._cell_done = threading.Event()  # the running cell shows its MemoryError, or has ended
         self._lock = threading.Lock()  # one sample and its bound at a time
@@ -159,7 +162,7 @@ class MemoryGuard:
         """MemoryError into the running cells, and into the threads their code started: a cell's
         threads allocating at once refill memory malloc freed (one thread's arena taken by another
         whose own could not grow) with no new mapping, which the bound cannot refuse."""
-        began = self._cells_began.values()
+        began = self._began()
         since = min(began) if began else time.monotonic()
         self._stop_cells_and_threads(self.bound.user_threads_since(since))
 
@@ -221,9 +224,13 @@ class MemoryGuard:
                 self._cell_done.wait(STOP_LANDS)
         return thread_failed
 
+    def _began(self) -> list[float]:
+        """When each running cell began."""
+        return [t for t in self._cells_began if t is not None]
+
     def _of_running_cells(self, thread: threading.Thread | None) -> bool:
         """Whether the user's code started `thread` since the running cells began."""
-        began = list(self._cells_began.values())
+        began = self._began()
         return bool(began) and thread is not None and thread in self.bound.user_threads_since(min(began))
 
     # -- cells (on their own threads) --
@@ -250,7 +257,7 @@ class MemoryGuard:
     def cell_ended(self, parent: bool) -> None:
         if self.record is not None:
             self.record.cell_ended(0 if parent else 1)
-        self._cells_began.pop(0 if parent else 1, None)
+        self._cells_began[0 if parent else 1] = None
         self._cell_done.set()
         last = self.last
         if last is not None and last.spare < 0:  # past the margin: what the cell freed (`del`) goes

@@ -143,7 +143,11 @@ class _MonitoringInterrupts:
 
     def __init__(self):
         self._lock = threading.RLock()  # arm() runs in the SIGINT handler, which may land inside arm()
-        self.targets: dict[int, tuple] = {}  # thread ident -> (wanted(), the exception to raise)
+        # thread ident -> (wanted(), the exception to raise). Every thread reads it at every line while
+        # armed, without a lock: it is replaced, never changed in place (a dict that grows or shrinks
+        # while other threads look into it without a lock is a use-after-free class of free-threaded
+        # CPython: gh-149816)
+        self.targets: dict[int, tuple] = {}
         self._tool = None
 
     def arm(self, ident: int, wanted: Callable[[], bool],
@@ -166,7 +170,7 @@ class _MonitoringInterrupts:
                 for event in (mon.events.LINE, mon.events.JUMP):
                     # a module function, never freed when unregistered while another thread calls it
                     mon.register_callback(self._tool, event, _on_event)
-            self.targets[ident] = (wanted, exception)
+            self.targets = {**self.targets, ident: (wanted, exception)}
             mon.set_events(self._tool, mon.events.LINE | mon.events.JUMP)
         return True
 
@@ -174,7 +178,8 @@ class _MonitoringInterrupts:
         """Thread `ident` needs no interrupt any more; give the tool back after the last one."""
         mon = sys.monitoring
         with self._lock:
-            self.targets.pop(ident, None)
+            if ident in self.targets:
+                self.targets = {other: target for other, target in self.targets.items() if other != ident}
             if self.targets or self._tool is None:
                 return
             mon.set_events(self._tool, 0)
