@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "pytests"))
 
 from harness import cgroup  # noqa: E402
-from test_memory_guard import CGROUP_LIMIT, PATTERNS, RAW_THREADS, SETUP  # noqa: E402
+from test_memory_guard import CGROUP_LIMIT, GUARD_FAILED, PATTERNS, RAW_THREADS, SETUP  # noqa: E402
 
 EXTRA = {
     # a C loop in each of four threads
@@ -88,7 +88,7 @@ def _report_guard_failures(log: str) -> None:
             text = f.read()
     except OSError:
         return
-    at = min((i for i in (text.find("the memory guard failed"), text.find("Fatal Python error")) if i >= 0),
+    at = min((i for i in (text.find(GUARD_FAILED), text.find("Fatal Python error")) if i >= 0),
              default=-1)
     if at >= 0:
         print("the guard failed in this kernel:\n" + text[at:at + 3000], flush=True)
