@@ -52,7 +52,7 @@ class MemoryGuard:
         self._stop_cells_and_threads = stop_cells
         # when the running cells began (time.monotonic()), None when none runs: [the parent shell's, a
         # subshell's]. Two fixed slots, never resized: other threads read them without a lock (a dict
-        # that changes size meanwhile is a use-after-free class of free-threaded CPython, gh-149816)
+        # that changes size meanwhile is a use-after-free class of free-threaded CPython: gh-144295, gh-149816)
         self._cells_began: list[float | None] = [None, None]
         self._stop_pending = stop_pending
         self._cell_done = threading.Event()  # the running cell shows its MemoryError, or has ended

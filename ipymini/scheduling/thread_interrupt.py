@@ -146,7 +146,7 @@ class _MonitoringInterrupts:
         # thread ident -> (wanted(), the exception to raise). Every thread reads it at every line while
         # armed, without a lock: it is replaced, never changed in place (a dict that grows or shrinks
         # while other threads look into it without a lock is a use-after-free class of free-threaded
-        # CPython: gh-149816)
+        # CPython: gh-144295, gh-149816)
         self.targets: dict[int, tuple] = {}
         self._tool = None
 
